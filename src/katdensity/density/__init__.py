@@ -1,0 +1,16 @@
+"""Density estimation: the result type, the estimator protocol, the formula, the estimators."""
+
+from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.density.exact import ExactKNNDensity
+from katdensity.density.formula import knn_log_density, levina_bickel_dim, neighbor_radii
+from katdensity.density.result import DensityEstimator, DensityResult
+
+__all__ = [
+    "DensityEstimator",
+    "DensityResult",
+    "ExactKNNDensity",
+    "KNNDensityEstimator",
+    "knn_log_density",
+    "levina_bickel_dim",
+    "neighbor_radii",
+]

@@ -1,0 +1,272 @@
+"""`InverseDensitySampler`: a torch sampler that draws prompts with given probabilities."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from katdensity._draws import draw_with_replacement, draw_without_replacement
+from katdensity._validate import as_probabilities, check_choice, check_int
+from katdensity.density.result import DensityEstimator, DensityResult
+from katdensity.errors import InvalidInputError
+from katdensity.weights import Weighting
+
+__all__ = ["DistributedMode", "InverseDensitySampler"]
+
+DistributedMode = Literal["shard", "replicate"]
+
+_STATE_VERSION = 1
+
+
+class InverseDensitySampler(Sampler[int]):
+    """Draws dataset indices with given probabilities: a drop-in `WeightedRandomSampler`.
+
+    Each epoch makes one global draw of `num_samples` indices from the weights, seeded by
+    `seed + epoch`, so every process that builds the sampler the same way draws the same
+    sequence. On top of what `WeightedRandomSampler` does it is:
+
+    - exact for any number of items, including more than 2^24;
+    - distributed: with `distributed="shard"` rank `r` of `R` takes positions `r, r + R, ...`
+      of the global draw (disjoint shards of equal length whose union is the draw, padded
+      like `DistributedSampler`); with `"replicate"` every rank yields the whole sequence,
+      which is what TRL's GRPO trainer expects before it splits batches itself;
+    - GRPO-aware: `group_size=G` yields each drawn index G times in a row, so the G
+      completions of one prompt land in the same batch (TRL's `RepeatSampler`);
+    - resumable mid-epoch with `state_dict()` / `load_state_dict()`;
+    - re-weightable with `update_weights()`, effective from the next epoch.
+
+    NOTE [ Epochs ]
+    `set_epoch(e)` fixes the epoch, as with `DistributedSampler`. A sampler whose
+    `set_epoch` is never called moves to the next epoch by itself after each complete pass,
+    so it draws afresh every epoch like `WeightedRandomSampler`, still reproducibly.
+
+    Args:
+        weights: `(N,)` non-negative weights, one per dataset row (need not sum to 1).
+        num_samples: indices drawn per epoch across all ranks, before `group_size`
+            repetition; default `N`.
+        replacement: draw with replacement (default) or without (then `num_samples <= N`
+            items of positive weight).
+        seed: base seed; epoch `e` uses `seed + e`.
+        num_replicas: number of ranks; default the `torch.distributed` world size, else 1.
+        rank: this process's rank; default the `torch.distributed` rank, else 0.
+        distributed: `"shard"` or `"replicate"`, see above.
+        group_size: times each drawn index is yielded in a row (GRPO's generations per prompt).
+
+    Example:
+        >>> import torch
+        >>> from katdensity import InverseDensitySampler
+        >>> sampler = InverseDensitySampler(torch.tensor([0.1, 0.0, 0.9]), num_samples=4, seed=1)
+        >>> all(i != 1 for i in sampler)
+        True
+    """
+
+    def __init__(
+        self,
+        weights: torch.Tensor | np.ndarray,
+        num_samples: int | None = None,
+        *,
+        replacement: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        distributed: DistributedMode = "shard",
+        group_size: int = 1,
+    ) -> None:
+        self._probabilities = as_probabilities(weights)
+        n_items = self._probabilities.shape[0]
+        self.num_samples = n_items if num_samples is None else check_int("num_samples", num_samples, low=1)
+        if not isinstance(replacement, bool):
+            raise InvalidInputError(f"replacement should be a bool, but got replacement={replacement!r}")
+        self.replacement = replacement
+        self.seed = check_int("seed", seed)
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.num_replicas = check_int("num_replicas", num_replicas, low=1)
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.rank = check_int("rank", rank, low=0, high=self.num_replicas)
+        self.distributed: DistributedMode = check_choice(  # type: ignore[assignment]
+            "distributed", distributed, ("shard", "replicate")
+        )
+        self.group_size = check_int("group_size", group_size, low=1)
+        self._check_enough_items(self._probabilities)
+        self.density: DensityResult | None = None
+        self._epoch = 0
+        self._epoch_was_set = False
+        self._position = 0
+        self._epoch_probabilities = self._probabilities
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        embeddings: torch.Tensor | np.ndarray,
+        estimator: DensityEstimator | None = None,
+        weighting: Weighting | None = None,
+        **kwargs: Any,
+    ) -> InverseDensitySampler:
+        """Estimate the density of `embeddings` and sample inversely to it.
+
+        Args:
+            embeddings: `(N, D)`, row `i` for dataset row `i`.
+            estimator: any [`DensityEstimator`][katdensity.DensityEstimator]; default
+                `ExactKNNDensity()`.
+            weighting: any [`Weighting`][katdensity.Weighting]; default
+                `InverseDensityWeighting()`.
+            **kwargs: passed to the constructor (`num_samples`, `seed`, `group_size`, ...).
+
+        Returns:
+            The sampler, with the density estimate kept in its `density` attribute.
+        """
+        if estimator is None:
+            from katdensity.density.exact import ExactKNNDensity
+
+            estimator = ExactKNNDensity()
+        if weighting is None:
+            from katdensity.weights import InverseDensityWeighting
+
+            weighting = InverseDensityWeighting()
+        if not isinstance(estimator, DensityEstimator):
+            raise InvalidInputError(
+                f"estimator should implement DensityEstimator (an estimate() method), "
+                f"but got {type(estimator).__name__}"
+            )
+        if not isinstance(weighting, Weighting):
+            raise InvalidInputError(
+                f"weighting should be a Weighting (a callable), but got {type(weighting).__name__}"
+            )
+        result = estimator.estimate(embeddings)
+        sampler = cls(weighting(result), **kwargs)
+        sampler.density = result
+        return sampler
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The current `(N,)` float64 probabilities (after the latest `update_weights`)."""
+        return self._probabilities
+
+    def _check_enough_items(self, probabilities: torch.Tensor) -> None:
+        if not self.replacement:
+            available = int((probabilities > 0).sum())
+            if self.num_samples > available:
+                raise InvalidInputError(
+                    "without replacement, num_samples should be at most the number of items "
+                    f"with positive weight ({available}), but got num_samples={self.num_samples}"
+                )
+
+    def _draws_per_rank(self) -> int:
+        if self.distributed == "replicate":
+            return self.num_samples
+        return math.ceil(self.num_samples / self.num_replicas)
+
+    def __len__(self) -> int:
+        return self._draws_per_rank() * self.group_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `seed + epoch` for the next pass; call it before each epoch, as with `DistributedSampler`."""
+        self._epoch = check_int("epoch", epoch)
+        self._epoch_was_set = True
+        self._position = 0
+
+    def update_weights(self, weights: torch.Tensor | np.ndarray) -> None:
+        """Replace the weights (same length `N`); the next epoch draws from them.
+
+        The epoch in progress finishes with the draw it started with, so every rank keeps
+        the same sequence whenever it calls this.
+        """
+        probabilities = as_probabilities(weights)
+        if probabilities.shape != self._probabilities.shape:
+            raise InvalidInputError(
+                f"weights should keep the dataset's length ({self._probabilities.shape[0]}), "
+                f"but got {probabilities.shape[0]} weights"
+            )
+        self._check_enough_items(probabilities)
+        self._probabilities = probabilities
+
+    def _global_draw(self, probabilities: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed + self._epoch)
+        per_rank = self._draws_per_rank()
+        if self.distributed == "replicate":
+            total = self.num_samples
+        else:
+            total = per_rank * self.num_replicas
+        if self.replacement:
+            return draw_with_replacement(probabilities, total, generator)
+        draws = draw_without_replacement(probabilities, self.num_samples, generator)
+        # Pad, like DistributedSampler, by repeating the start of the draw.
+        padding = total - self.num_samples
+        return torch.cat([draws, draws[:padding]]) if padding else draws
+
+    def _epoch_indices(self, probabilities: torch.Tensor) -> torch.Tensor:
+        draws = self._global_draw(probabilities)
+        if self.distributed == "shard":
+            draws = draws[self.rank :: self.num_replicas]
+        return draws.repeat_interleave(self.group_size)
+
+    def __iter__(self) -> Iterator[int]:
+        if self._position == 0:
+            self._epoch_probabilities = self._probabilities
+        indices = self._epoch_indices(self._epoch_probabilities).tolist()
+        start = self._position
+        for position in range(start, len(indices)):
+            self._position = position + 1
+            yield indices[position]
+        self._position = 0
+        if not self._epoch_was_set:
+            self._epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this rank's iteration stands.
+
+        Holds the epoch, the number of indices already yielded in it, and the weights the
+        epoch draws from (so a resume is exact even after `update_weights`).
+
+        NOTE: a `DataLoader` with workers pulls indices ahead of training (prefetching); if
+        you checkpoint mid-epoch, set `state["position"]` to the number of indices your
+        training actually consumed before saving, or use `torchdata`'s `StatefulDataLoader`.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self._epoch,
+            "epoch_was_set": self._epoch_was_set,
+            "position": self._position,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "epoch_weights": self._epoch_probabilities.clone(),
+            "weights": self._probabilities.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; the next `iter()` continues the interrupted epoch.
+
+        Raises:
+            InvalidInputError: a state from a sampler of another size, seed or version.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise InvalidInputError(
+                f"state should come from InverseDensitySampler.state_dict() (version "
+                f"{_STATE_VERSION}), but got version={state.get('version')!r}"
+            )
+        for key, expected in (("seed", self.seed), ("num_samples", self.num_samples)):
+            if state[key] != expected:
+                raise InvalidInputError(
+                    f"state was saved with {key}={state[key]}, but this sampler has "
+                    f"{key}={expected}; build the sampler with the same arguments"
+                )
+        weights = as_probabilities(state["weights"], name="state['weights']")
+        epoch_weights = as_probabilities(state["epoch_weights"], name="state['epoch_weights']")
+        if weights.shape != self._probabilities.shape:
+            raise InvalidInputError(
+                f"state holds weights for {weights.shape[0]} items, but this sampler has "
+                f"{self._probabilities.shape[0]}"
+            )
+        self._probabilities = weights
+        self._epoch_probabilities = epoch_weights
+        self._epoch = check_int("state['epoch']", state["epoch"])
+        self._epoch_was_set = bool(state["epoch_was_set"])
+        self._position = check_int("state['position']", state["position"], high=len(self) + 1)

@@ -1,0 +1,156 @@
+"""From densities to sampling probabilities: the `Weighting` protocol and its default."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from katdensity._validate import as_log_density, as_probabilities, check_real
+from katdensity.density.result import DensityResult
+from katdensity.errors import InvalidInputError
+
+__all__ = [
+    "InverseDensityWeighting",
+    "Weighting",
+    "effective_sample_size",
+    "inverse_density_weights",
+]
+
+
+@runtime_checkable
+class Weighting(Protocol):
+    """Turns a density estimate into sampling probabilities: the sampler's plug-in point.
+
+    Contract: `weighting(result)` returns a `(N,)` float64 CPU tensor of non-negative
+    probabilities summing to 1, row `i` for point `i` of `result`. Implement it to combine
+    density with anything else you know per prompt (difficulty, a cap on repeats, ...).
+    """
+
+    def __call__(self, result: DensityResult) -> torch.Tensor:
+        """Sampling probabilities for the points of `result`, shape `(N,)`, float64."""
+        ...
+
+
+def inverse_density_weights(
+    log_density: torch.Tensor | np.ndarray,
+    *,
+    beta: float = 1.0,
+    max_weight_ratio: float | None = 20.0,
+    uniform_mix: float = 0.0,
+) -> torch.Tensor:
+    """Sampling probabilities proportional to `density ** -beta`, capped and mixed with uniform.
+
+    The steps, in order:
+
+    1. `p_i ∝ exp(-beta * log_density_i)`, computed with a log-sum-exp so no density
+       overflows: dense points get *lower* probability.
+    2. Cap: no probability exceeds `max_weight_ratio / N`. The mass above the cap is
+       redistributed over the uncapped points in proportion to their weight (water-filling),
+       so an isolated outlier cannot take over the sample.
+    3. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N`, a floor that keeps every prompt
+       reachable.
+
+    Args:
+        log_density: `(N,)` natural-log densities, e.g. `DensityResult.log_density`.
+        beta: strength: `0` gives uniform, `1` full inverse density; values in between
+            temper it, values above 1 exaggerate it.
+        max_weight_ratio: cap on `p_i * N`, at least 1; `None` disables the cap.
+        uniform_mix: share of uniform probability mixed in, in `[0, 1]`.
+
+    Returns:
+        `(N,)` float64 probabilities summing to 1.
+
+    Raises:
+        InvalidInputError: non-finite log-densities or out-of-range options.
+
+    Example:
+        >>> import torch
+        >>> from katdensity import inverse_density_weights
+        >>> inverse_density_weights(torch.tensor([0.0, 0.0, 2.0]), max_weight_ratio=None)
+        tensor([0.4683, 0.4683, 0.0634], dtype=torch.float64)
+    """
+    log_density = as_log_density(log_density)
+    beta = check_real("beta", beta, low=0.0)
+    uniform_mix = check_real("uniform_mix", uniform_mix, low=0.0, high=1.0)
+    n = log_density.shape[0]
+    probabilities = torch.softmax(-beta * log_density, dim=0)
+    if max_weight_ratio is not None:
+        ratio = check_real("max_weight_ratio", max_weight_ratio, low=1.0)
+        probabilities = _cap(probabilities, ratio / n)
+    if uniform_mix > 0.0:
+        probabilities = (1.0 - uniform_mix) * probabilities + uniform_mix / n
+    return probabilities / probabilities.sum()
+
+
+def _cap(probabilities: torch.Tensor, cap: float) -> torch.Tensor:
+    """Water-fill: clip at `cap` and rescale the rest so the total stays 1."""
+    if float(probabilities.max()) <= cap:
+        return probabilities
+    ordered, order = torch.sort(probabilities, descending=True)
+    n = ordered.shape[0]
+    n_capped = torch.arange(n, dtype=torch.float64)
+    rest = ordered.sum() - torch.cumsum(ordered, 0) + ordered  # mass of items m.. onwards
+    # With the first m items capped, item m is scaled by (1 - m * cap) / rest[m]; the right
+    # m is the first one at which that no longer exceeds the cap.
+    fits = ordered * (1.0 - n_capped * cap) <= cap * rest
+    m = int(torch.nonzero(fits)[0, 0]) if bool(fits.any()) else n
+    result = ordered.clone()
+    result[:m] = cap
+    if m < n:
+        result[m:] = ordered[m:] * (1.0 - m * cap) / float(rest[m])
+    capped = torch.empty_like(result)
+    capped[order] = result
+    return capped
+
+
+def effective_sample_size(weights: torch.Tensor | np.ndarray) -> float:
+    """Kish's effective sample size `(sum w)^2 / sum w^2` of non-negative weights.
+
+    It equals `N` for uniform weights and 1 when one item holds all the weight; `ESS / N`
+    says how far a weighting is from uniform.
+
+    Raises:
+        InvalidInputError: negative, non-finite or all-zero weights.
+    """
+    probabilities = as_probabilities(weights)
+    return float(1.0 / probabilities.square().sum())
+
+
+class InverseDensityWeighting:
+    """The default [`Weighting`][katdensity.Weighting]: [`inverse_density_weights`][katdensity.inverse_density_weights].
+
+    Args:
+        beta: strength of the inverse-density correction (0 uniform, 1 full).
+        max_weight_ratio: cap on any probability, as a multiple of uniform `1/N`.
+        uniform_mix: share of uniform probability mixed in.
+    """
+
+    def __init__(
+        self, beta: float = 1.0, *, max_weight_ratio: float | None = 20.0, uniform_mix: float = 0.0
+    ) -> None:
+        self.beta = check_real("beta", beta, low=0.0)
+        if max_weight_ratio is not None:
+            check_real("max_weight_ratio", max_weight_ratio, low=1.0)
+        self.max_weight_ratio = max_weight_ratio
+        self.uniform_mix = check_real("uniform_mix", uniform_mix, low=0.0, high=1.0)
+
+    def __call__(self, result: DensityResult) -> torch.Tensor:
+        """Probabilities `(N,)` for the points of `result`."""
+        if not isinstance(result, DensityResult):
+            raise InvalidInputError(
+                f"result should be a DensityResult, but got {type(result).__name__}"
+            )
+        return inverse_density_weights(
+            result.log_density,
+            beta=self.beta,
+            max_weight_ratio=self.max_weight_ratio,
+            uniform_mix=self.uniform_mix,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"InverseDensityWeighting(beta={self.beta}, max_weight_ratio={self.max_weight_ratio}, "
+            f"uniform_mix={self.uniform_mix})"
+        )
