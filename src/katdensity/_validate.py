@@ -117,7 +117,9 @@ def as_log_density(value: Any, *, name: str = "log_density") -> torch.Tensor:
     """Check a 1-D vector of finite log-densities and return it as float64 on the CPU."""
     tensor = _as_tensor(name, value)
     if tensor.ndim != 1 or tensor.numel() == 0:
-        raise InvalidInputError(f"{name} should be a non-empty 1-D vector, but got {_describe(value)}")
+        raise InvalidInputError(
+            f"{name} should be a non-empty 1-D vector, but got {_describe(value)}"
+        )
     tensor = tensor.to(device="cpu", dtype=torch.float64)
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).nonzero()[0, 0])
@@ -134,7 +136,9 @@ def as_probabilities(value: Any, *, name: str = "weights") -> torch.Tensor:
     """
     tensor = _as_tensor(name, value)
     if tensor.ndim != 1 or tensor.numel() == 0:
-        raise InvalidInputError(f"{name} should be a non-empty 1-D vector, but got {_describe(value)}")
+        raise InvalidInputError(
+            f"{name} should be a non-empty 1-D vector, but got {_describe(value)}"
+        )
     tensor = tensor.to(device="cpu", dtype=torch.float64)
     bad = ~torch.isfinite(tensor) | (tensor < 0)
     if bool(bad.any()):
@@ -144,5 +148,7 @@ def as_probabilities(value: Any, *, name: str = "weights") -> torch.Tensor:
         )
     total = float(tensor.sum())
     if total <= 0.0:
-        raise InvalidInputError(f"{name} should have a positive sum, but all {tensor.numel()} are zero")
+        raise InvalidInputError(
+            f"{name} should have a positive sum, but all {tensor.numel()} are zero"
+        )
     return tensor / total

@@ -39,7 +39,7 @@ def demo_report(*, seed: int = 0, k: int = 10, beta: float = 1.0) -> str:
         members = data.mode == mode
         rows.append(_row(f"near-duplicate mode {mode}", members, weights))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(_align(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     ess = effective_sample_size(weights)
     summary = (
@@ -49,9 +49,16 @@ def demo_report(*, seed: int = 0, k: int = 10, beta: float = 1.0) -> str:
         f"Uniform sampling follows topic size; inverse-density sampling gives each topic "
         f"about the same share (ideal: {1 / (int(data.topic.max()) + 1):.3f}) and the modes "
         f"almost none.\n"
-        f"Effective sample size {ess:.0f} of {n} ({ess / n:.2f}); took {time.perf_counter() - start:.1f} s"
+        f"Effective sample size {ess:.0f} of {n} ({ess / n:.2f}); "
+        f"took {time.perf_counter() - start:.1f} s"
     )
     return "\n".join([*lines, "", summary])
+
+
+def _align(row: tuple[str, ...], widths: list[int]) -> list[str]:
+    """First column left-aligned, the numbers right-aligned."""
+    cells = [row[0].ljust(widths[0])]
+    return cells + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
 
 
 def _row(name: str, members: torch.Tensor, weights: torch.Tensor) -> tuple[str, str, str, str]:

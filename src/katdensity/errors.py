@@ -1,8 +1,9 @@
 """Exceptions raised by katdensity.
 
-Every error the library raises on bad input derives from [`KatDensityError`][katdensity.errors.KatDensityError],
-so callers can catch the library's errors in one place while still catching them as the
-standard `ValueError` / `ImportError` they also are.
+Every error the library raises on purpose derives from
+[`KatDensityError`][katdensity.errors.KatDensityError], so callers can catch the library's
+errors in one place while still catching them as the standard `ValueError` /
+`ImportError` they also are.
 """
 
 from __future__ import annotations

@@ -80,13 +80,19 @@ class InverseDensitySampler(Sampler[int]):
     ) -> None:
         self._probabilities = as_probabilities(weights)
         n_items = self._probabilities.shape[0]
-        self.num_samples = n_items if num_samples is None else check_int("num_samples", num_samples, low=1)
+        self.num_samples = (
+            n_items if num_samples is None else check_int("num_samples", num_samples, low=1)
+        )
         if not isinstance(replacement, bool):
-            raise InvalidInputError(f"replacement should be a bool, but got replacement={replacement!r}")
+            raise InvalidInputError(
+                f"replacement should be a bool, but got replacement={replacement!r}"
+            )
         self.replacement = replacement
         self.seed = check_int("seed", seed)
         if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            num_replicas = (
+                dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            )
         self.num_replicas = check_int("num_replicas", num_replicas, low=1)
         if rank is None:
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -168,7 +174,8 @@ class InverseDensitySampler(Sampler[int]):
         return self._draws_per_rank() * self.group_size
 
     def set_epoch(self, epoch: int) -> None:
-        """Use `seed + epoch` for the next pass; call it before each epoch, as with `DistributedSampler`."""
+        """Draw the next pass with `seed + epoch`; call it before each epoch, as with
+        `DistributedSampler`."""
         self._epoch = check_int("epoch", epoch)
         self._epoch_was_set = True
         self._position = 0

@@ -92,7 +92,9 @@ def prompt_mixture(
     prompts = torch.nn.functional.normalize(randn(n_modes, dim), dim=1)
     for m in range(n_modes):
         basis = torch.linalg.qr(randn(dim, topic_dim)).Q
-        parts.append(prompts[m] + mode_spread * randn(mode_size, topic_dim) @ basis.T / topic_dim**0.5)
+        parts.append(
+            prompts[m] + mode_spread * randn(mode_size, topic_dim) @ basis.T / topic_dim**0.5
+        )
         topics.append(torch.full((mode_size,), -1))
         modes.append(torch.full((mode_size,), m))
 

@@ -91,7 +91,7 @@ def _cap(probabilities: torch.Tensor, cap: float) -> torch.Tensor:
     ordered, order = torch.sort(probabilities, descending=True)
     n = ordered.shape[0]
     n_capped = torch.arange(n, dtype=torch.float64)
-    rest = ordered.sum() - torch.cumsum(ordered, 0) + ordered  # mass of items m.. onwards
+    rest = torch.flip(torch.cumsum(torch.flip(ordered, (0,)), 0), (0,))  # mass of items m..
     # With the first m items capped, item m is scaled by (1 - m * cap) / rest[m]; the right
     # m is the first one at which that no longer exceeds the cap.
     fits = ordered * (1.0 - n_capped * cap) <= cap * rest
@@ -119,7 +119,8 @@ def effective_sample_size(weights: torch.Tensor | np.ndarray) -> float:
 
 
 class InverseDensityWeighting:
-    """The default [`Weighting`][katdensity.Weighting]: [`inverse_density_weights`][katdensity.inverse_density_weights].
+    """The default [`Weighting`][katdensity.Weighting], built on
+    [`inverse_density_weights`][katdensity.inverse_density_weights].
 
     Args:
         beta: strength of the inverse-density correction (0 uniform, 1 full).

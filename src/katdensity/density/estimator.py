@@ -75,7 +75,9 @@ class KNNDensityEstimator(abc.ABC):
             points = points - points.mean(dim=0, keepdim=True)
         neighbors = self._neighbors(points)
         log_density, dim = knn_log_density(neighbors, intrinsic_dim=self.intrinsic_dim)
-        logger.info("estimated density of %d points (k=%d, intrinsic dimension %.2f)", n, self.k, dim)
+        logger.info(
+            "estimated density of %d points (k=%d, intrinsic dimension %.2f)", n, self.k, dim
+        )
         return DensityResult(log_density=log_density, neighbors=neighbors, intrinsic_dim=dim)
 
     @abc.abstractmethod

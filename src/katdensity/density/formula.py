@@ -83,7 +83,8 @@ def knn_log_density(
         intrinsic_dim = levina_bickel_dim(radii)
     elif not (math.isfinite(intrinsic_dim) and intrinsic_dim > 0):
         raise InvalidInputError(
-            f"intrinsic_dim should be a positive number or None, but got intrinsic_dim={intrinsic_dim}"
+            "intrinsic_dim should be a positive number or None, "
+            f"but got intrinsic_dim={intrinsic_dim}"
         )
     d = float(intrinsic_dim)
     kth = radii[:, -1]

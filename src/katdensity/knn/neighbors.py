@@ -47,7 +47,9 @@ class Neighbors:
                 f"{self.distances.dtype} and {self.indices.dtype}"
             )
         if self.metric not in METRICS:
-            raise InvalidInputError(f"metric should be one of {METRICS}, but got metric={self.metric!r}")
+            raise InvalidInputError(
+                f"metric should be one of {METRICS}, but got metric={self.metric!r}"
+            )
 
     @property
     def k(self) -> int:

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from katdensity import DensityEstimator, DensityResult, ExactKNNDensity, InvalidInputError
+
+
+def test_implements_protocol() -> None:
+    assert isinstance(ExactKNNDensity(), DensityEstimator)
+
+
+def test_result_is_row_aligned_and_accepts_numpy(generator: torch.Generator) -> None:
+    points = torch.randn(200, 6, generator=generator)
+    from_torch = ExactKNNDensity(k=4).estimate(points)
+    from_numpy = ExactKNNDensity(k=4).estimate(points.numpy().astype(np.float64))
+    assert isinstance(from_torch, DensityResult) and len(from_torch) == 200
+    torch.testing.assert_close(from_torch.log_density, from_numpy.log_density)
+    # Permuting the rows permutes the densities: row i always describes embedding i.
+    order = torch.randperm(200, generator=generator)
+    permuted = ExactKNNDensity(k=4).estimate(points[order])
+    torch.testing.assert_close(
+        permuted.log_density, from_torch.log_density[order], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_does_not_modify_input(generator: torch.Generator) -> None:
+    points = torch.randn(100, 5, generator=generator)
+    copy = points.clone()
+    ExactKNNDensity(k=3, center=True).estimate(points)
+    assert torch.equal(points, copy)
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "message"),
+    [
+        (torch.tensor([[0.0, 1.0], [float("nan"), 1.0], [1.0, 1.0]]), "row 1 holds NaN or inf"),
+        (torch.tensor([[0.0, 1.0], [float("inf"), 1.0], [1.0, 1.0]]), "row 1 holds NaN or inf"),
+        (torch.zeros(0, 4), "at least 1 row"),
+        (torch.zeros(10), "2-D"),
+        (torch.randn(5, 3), r"smaller than the number of points \(N=5\), but got k=10"),
+        ([[1.0, 2.0]], "torch.Tensor or numpy.ndarray"),
+    ],
+)
+def test_bad_input_names_the_problem(embeddings: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        ExactKNNDensity(k=10 if message.startswith("smaller") else 1).estimate(embeddings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k should be an integer >= 1, but got k=0"),
+        ({"metric": "l1"}, "metric should be one of"),
+        ({"intrinsic_dim": -1.0}, "intrinsic_dim"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        ExactKNNDensity(**kwargs)  # type: ignore[arg-type]
+
+
+def test_given_intrinsic_dim_is_used(generator: torch.Generator) -> None:
+    result = ExactKNNDensity(k=5, intrinsic_dim=2.5).estimate(
+        torch.randn(50, 4, generator=generator)
+    )
+    assert result.intrinsic_dim == 2.5

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from katdensity import InvalidInputError, Neighbors, exact_knn
+from katdensity.knn import METRICS
+
+
+def _sklearn_knn(points: torch.Tensor, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    sk_metric = "cosine" if metric == "ip" else metric
+    search = NearestNeighbors(n_neighbors=k, algorithm="brute", metric=sk_metric)
+    distances, indices = search.fit(points.double().numpy()).kneighbors()
+    return distances, indices  # kneighbors() without X leaves each point out
+
+
+def _recall(found: torch.Tensor, truth: np.ndarray) -> float:
+    pairs = zip(found.numpy(), truth, strict=True)
+    hits = [len(set(a.tolist()) & set(b.tolist())) for a, b in pairs]
+    return sum(hits) / truth.size
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(
+    ("n", "dim", "k", "budget"),
+    [
+        (300, 8, 5, 2**20),  # one tile
+        (1003, 16, 10, 40_000),  # many tiles, padding rows, filter path
+        (64, 3, 63, 10**6),  # k = N - 1
+    ],
+)
+def test_matches_sklearn_brute_force(
+    metric: str, n: int, dim: int, k: int, budget: int, generator: torch.Generator
+) -> None:
+    points = torch.randn(n, dim, generator=generator)
+    if metric == "ip":
+        points = torch.nn.functional.normalize(points, dim=1)
+    found = exact_knn(points, k, metric=metric, memory_budget_bytes=budget)  # type: ignore[arg-type]
+    distances, indices = _sklearn_knn(points, k, metric)
+    # Continuous random data has no ties: neighbour sets must agree exactly.
+    assert _recall(found.indices, indices) == 1.0
+    np.testing.assert_allclose(found.distances.numpy(), distances, atol=2e-6)
+    assert found.metric == metric
+
+
+def test_result_contract(generator: torch.Generator) -> None:
+    points = torch.randn(500, 12, generator=generator)
+    found = exact_knn(points, 7, memory_budget_bytes=20_000)
+    assert isinstance(found, Neighbors)
+    assert found.distances.dtype == torch.float32 and found.indices.dtype == torch.int64
+    assert found.distances.shape == (500, 7) and found.k == 7 and len(found) == 500
+    assert bool((found.distances[:, 1:] >= found.distances[:, :-1]).all())
+    assert not bool((found.indices == torch.arange(500)[:, None]).any()), "self must be excluded"
+
+
+def test_duplicates_are_neighbours_at_distance_zero_but_self_is_not() -> None:
+    points = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    found = exact_knn(points, 2, metric="euclidean")
+    assert found.indices[0].tolist() == [1, 2]
+    assert found.indices[1].tolist() == [0, 2]
+    assert found.distances[:3].abs().max() == 0.0
+
+
+def test_bfloat16_candidates_rescored_exactly(generator: torch.Generator) -> None:
+    points = torch.randn(2000, 32, generator=generator)
+    found = exact_knn(points, 10, precision="bfloat16", memory_budget_bytes=100_000)
+    distances, indices = _sklearn_knn(points, 10, "cosine")
+    assert _recall(found.indices, indices) >= 0.99
+    # Distances are fp32 re-scored, not bf16-rounded.
+    same = torch.from_numpy(indices) == found.indices
+    np.testing.assert_allclose(found.distances[same].numpy(), distances[same.numpy()], atol=2e-6)
+
+
+def test_same_input_same_output(generator: torch.Generator) -> None:
+    points = torch.randn(800, 8, generator=generator)
+    first = exact_knn(points, 5, memory_budget_bytes=30_000)
+    second = exact_knn(points, 5, memory_budget_bytes=30_000)
+    assert torch.equal(first.indices, second.indices)
+    assert torch.equal(first.distances, second.distances)
+
+
+def test_rejects_k_out_of_range() -> None:
+    with pytest.raises(InvalidInputError, match=r"k should be .* but got k=5"):
+        exact_knn(torch.randn(5, 3), 5)
+    with pytest.raises(InvalidInputError, match="metric"):
+        exact_knn(torch.randn(5, 3), 2, metric="manhattan")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(generator: torch.Generator) -> None:
+    points = torch.randn(3000, 64, generator=generator)
+    cpu = exact_knn(points, 10, precision="float32")
+    gpu = exact_knn(points.cuda(), 10, precision="float32")
+    assert _recall(gpu.indices.cpu(), cpu.indices.numpy()) >= 0.999
