@@ -41,10 +41,13 @@ class InverseDensitySampler(Sampler[int]):
     - resumable mid-epoch with `state_dict()` / `load_state_dict()`;
     - re-weightable with `update_weights()`, effective from the next epoch.
 
-    NOTE [ Epochs ]
-    `set_epoch(e)` fixes the epoch, as with `DistributedSampler`. A sampler whose
-    `set_epoch` is never called moves to the next epoch by itself after each complete pass,
-    so it draws afresh every epoch like `WeightedRandomSampler`, still reproducibly.
+    Note: Epochs
+        `set_epoch(e)` fixes the epoch, as with `DistributedSampler`. A sampler whose
+        `set_epoch` is never called moves to the next epoch by itself after each complete
+        pass, so it draws afresh every epoch like `WeightedRandomSampler`, still
+        reproducibly. Stopping mid-epoch leaves the sampler there: the next `iter()`
+        continues the epoch. `set_epoch` restarts it (and discards a position restored by
+        `load_state_dict`). The weights must be identical on every rank.
 
     Args:
         weights: `(N,)` non-negative weights, one per dataset row (need not sum to 1).
@@ -233,9 +236,10 @@ class InverseDensitySampler(Sampler[int]):
         Holds the epoch, the number of indices already yielded in it, and the weights the
         epoch draws from (so a resume is exact even after `update_weights`).
 
-        NOTE: a `DataLoader` with workers pulls indices ahead of training (prefetching); if
-        you checkpoint mid-epoch, set `state["position"]` to the number of indices your
-        training actually consumed before saving, or use `torchdata`'s `StatefulDataLoader`.
+        Note: Prefetching
+            A `DataLoader` with workers pulls indices ahead of training. If you checkpoint
+            mid-epoch, set `state["position"]` to the number of indices (after `group_size`
+            repetition) your training actually consumed before saving.
         """
         return {
             "version": _STATE_VERSION,

@@ -29,7 +29,7 @@ def select_subset(
 
     Returns:
         `(budget,)` int64 indices in draw order: every prefix is itself a valid sample of
-        that size. Sort it for row order.
+            that size. Sort it for row order.
 
     Raises:
         InvalidInputError: bad weights, or a budget above the number of positive weights.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from katdensity import ExactKNNDensity, Neighbors, inverse_density_weights
+from katdensity import ExactKNNDensity, InvalidInputError, Neighbors, inverse_density_weights
 from katdensity.density import knn_log_density, levina_bickel_dim, neighbor_radii
 
 
@@ -44,15 +44,28 @@ def test_levina_bickel_on_known_radii() -> None:
     assert levina_bickel_dim(radii) == pytest.approx(1 / math.log(2))
 
 
-def test_exact_duplicates_give_finite_density() -> None:
-    points = torch.cat(
-        [torch.ones(20, 4), torch.randn(100, 4, generator=torch.Generator().manual_seed(0))]
-    )
-    result = ExactKNNDensity(k=5, metric="euclidean").estimate(points)
-    assert bool(torch.isfinite(result.log_density).all())
-    assert bool((result.log_density[:20] > result.log_density[20:].max()).all())
-    weights = inverse_density_weights(result.log_density)
-    assert bool(torch.isfinite(weights).all())
+def test_exact_duplicates_weigh_as_one_prompt(generator: torch.Generator) -> None:
+    """m identical rows together get exactly the weight one copy would get (beta=1)."""
+    others = torch.randn(200, 4, generator=generator)
+    single = torch.cat([torch.ones(1, 4), others])
+    copies = torch.cat([torch.ones(30, 4), others])
+    estimator = ExactKNNDensity(k=5, metric="euclidean")
+    one, many = estimator.estimate(single), estimator.estimate(copies)
+    assert bool(torch.isfinite(many.log_density).all())
+    assert many.multiplicity is not None and many.multiplicity[:30].eq(30).all()
+    w_one = inverse_density_weights(one.log_density, max_weight_ratio=None)
+    w_many = inverse_density_weights(many.log_density, max_weight_ratio=None)
+    torch.testing.assert_close(w_many[:30].sum(), w_one[0])
+    torch.testing.assert_close(w_many[30:], w_one[1:])
+    # Copies are searched once: their neighbours are other prompts, never another copy.
+    assert bool((many.neighbors.indices[:30] >= 30).all())
+    assert bool((many.neighbors.distances[:30] > 0).all())
+
+
+def test_k_counts_distinct_rows() -> None:
+    points = torch.cat([torch.ones(10, 3), torch.zeros(3, 3)])
+    with pytest.raises(InvalidInputError, match=r"distinct points \(2 of 13 rows\), but got k=2"):
+        ExactKNNDensity(k=2).estimate(points)
 
 
 def test_dense_points_get_lower_weight(generator: torch.Generator) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from katdensity._validate import as_embeddings, check_choice, check_int, check_real
+from katdensity.density._duplicates import distinct_rows
 from katdensity.density.formula import knn_log_density
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
@@ -56,29 +57,60 @@ class KNNDensityEstimator(abc.ABC):
         """Estimate the log-density at every row of `embeddings`.
 
         Args:
-            embeddings: `(N, D)` tensor or array, `N > k`; it is not modified.
+            embeddings: `(N, D)` tensor or array with more than `k` distinct rows; it is
+                not modified.
 
         Returns:
             The density of each row, the neighbour graph, and the dimension used.
+            Identical rows are searched once: each copy gets the neighbours of its value
+            (never another copy) and a log-density raised by `log(copies)`.
 
         Raises:
-            InvalidInputError: NaN/inf rows, an empty or 1-D input, or `k >= N`.
+            InvalidInputError: NaN/inf rows, an empty or 1-D input, or `k >=` the number
+                of distinct rows.
         """
         points = as_embeddings(embeddings)
-        n = points.shape[0]
-        if self.k >= n:
-            raise InvalidInputError(
-                f"k should be smaller than the number of points (N={n}), but got k={self.k}; "
-                "lower k or pass more points"
-            )
         if self.center:
             points = points - points.mean(dim=0, keepdim=True)
-        neighbors = self._neighbors(points)
+        duplicates = distinct_rows(points)
+        distinct = points if duplicates is None else points[duplicates.first]
+        n, n_distinct = points.shape[0], distinct.shape[0]
+        if self.k >= n_distinct:
+            points_held = (
+                f"points (N={n})"
+                if duplicates is None
+                else f"distinct points ({n_distinct} of {n} rows)"
+            )
+            raise InvalidInputError(
+                f"k should be smaller than the number of {points_held}, but got k={self.k}; "
+                "lower k or pass more points"
+            )
+        neighbors = self._neighbors(distinct)
         log_density, dim = knn_log_density(neighbors, intrinsic_dim=self.intrinsic_dim)
+        multiplicity = torch.ones(n, dtype=torch.int64)
+        if duplicates is not None:
+            # m identical prompts are one point of mass m: the density there is m times that
+            # of a single copy, so together they weigh what one prompt would at beta=1.
+            multiplicity = duplicates.counts[duplicates.inverse]
+            log_density = log_density[duplicates.inverse] + torch.log(multiplicity.double())
+            neighbors = Neighbors(
+                distances=neighbors.distances[duplicates.inverse],
+                indices=duplicates.first[neighbors.indices[duplicates.inverse]],
+                metric=neighbors.metric,
+            )
         logger.info(
-            "estimated density of %d points (k=%d, intrinsic dimension %.2f)", n, self.k, dim
+            "estimated density of %d points (%d distinct, k=%d, intrinsic dimension %.2f)",
+            n,
+            n_distinct,
+            self.k,
+            dim,
         )
-        return DensityResult(log_density=log_density, neighbors=neighbors, intrinsic_dim=dim)
+        return DensityResult(
+            log_density=log_density,
+            neighbors=neighbors,
+            intrinsic_dim=dim,
+            multiplicity=multiplicity,
+        )
 
     @abc.abstractmethod
     def _neighbors(self, points: torch.Tensor) -> Neighbors:

@@ -24,11 +24,14 @@ class DensityResult:
             keeps `exp(-beta * log_density)` from overflowing in any dimension.
         neighbors: the k-nearest-neighbour graph the density was computed from.
         intrinsic_dim: the dimension `d` used in the `r^-d` volume law (estimated or given).
+        multiplicity: `(N,)` int64 number of rows identical to each row (1 when unique);
+            `None` when the estimator does not track duplicates.
     """
 
     log_density: torch.Tensor
     neighbors: Neighbors
     intrinsic_dim: float
+    multiplicity: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.log_density.ndim != 1 or self.log_density.dtype != torch.float64:

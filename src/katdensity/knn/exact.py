@@ -1,11 +1,10 @@
 """Exact k-nearest-neighbour graph of a point set: tiled matrix products and a running top-k.
 
-NOTE [ Symmetric tiles and the group-max filter ]
 The self-kNN graph is symmetric in its score matrix `S = X X^T`, so only the tiles on and
 above the diagonal are multiplied; each off-diagonal tile feeds the top-k of its rows *and*,
 transposed, of its columns. That halves the arithmetic. Ranking a whole tile with `topk`
 would then cost more than the product itself, so after the first tiles (once every query
-holds k candidates) a tile is scanned in groups of `_GROUP` consecutive entries: the group
+holds k candidates) a tile is scanned in groups of 32 consecutive entries: the group
 maximum is compared with the query's current k-th best score, and only groups that can
 improve it are gathered and merged. In all but the first tiles that is a tiny fraction.
 """
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from katdensity._validate import check_choice, check_int
+from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
@@ -35,7 +34,7 @@ _DENSE_FRACTION = 0.2
 
 
 def exact_knn(
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | np.ndarray,
     k: int,
     *,
     metric: Metric = "cosine",
@@ -50,7 +49,7 @@ def exact_knn(
     top-k: no `N x N` matrix is ever formed.
 
     Args:
-        embeddings: `(N, D)` float32 matrix, already checked finite.
+        embeddings: `(N, D)` tensor or array of finite values, on any device.
         k: neighbours per point, `1 <= k < N`.
         metric: `"cosine"`, `"euclidean"` or `"ip"` (see [`Neighbors`][katdensity.Neighbors]).
         precision: `"float32"` ranks with fp32 products. `"bfloat16"` ranks candidates with
@@ -63,6 +62,7 @@ def exact_knn(
     Returns:
         The neighbour graph, distances ascending, ties broken by the smaller index.
     """
+    embeddings = as_embeddings(embeddings, min_rows=2)
     n = embeddings.shape[0]
     check_int("k", k, low=1, high=n)
     check_choice("metric", metric, METRICS)
