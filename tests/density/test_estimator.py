@@ -67,3 +67,15 @@ def test_given_intrinsic_dim_is_used(generator: torch.Generator) -> None:
         torch.randn(50, 4, generator=generator)
     )
     assert result.intrinsic_dim == 2.5
+
+
+def test_containers_reject_mismatched_shapes() -> None:
+    from katdensity import Neighbors
+
+    with pytest.raises(InvalidInputError, match=r"\(N, k\), but got \(4, 3\) and \(4, 2\)"):
+        Neighbors(torch.zeros(4, 3), torch.zeros(4, 2, dtype=torch.int64), "cosine")
+    neighbors = Neighbors(torch.zeros(4, 2), torch.zeros(4, 2, dtype=torch.int64), "cosine")
+    with pytest.raises(
+        InvalidInputError, match="log_density has 3 entries but neighbors has 4 rows"
+    ):
+        DensityResult(torch.zeros(3, dtype=torch.float64), neighbors, 2.0)

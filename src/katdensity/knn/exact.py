@@ -12,13 +12,12 @@ improve it are gathered and merged. In all but the first tiles that is a tiny fr
 from __future__ import annotations
 
 import math
-import sys
 from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
@@ -129,8 +128,9 @@ def _top_scores(
     # the group filter prunes from the first off-diagonal tile on.
     diagonal = [(i, i) for i in range(len(starts))]
     pairs = diagonal + [(i, j) for i in range(len(starts)) for j in range(i + 1, len(starts))]
-    show = progress if progress is not None else (len(pairs) > 16 and sys.stderr.isatty())
-    for i, j in tqdm(pairs, desc="exact kNN", unit="tile", disable=not show):
+    for i, j in progress_bar(
+        pairs, total=len(pairs), progress=progress, desc="exact kNN", unit="tile"
+    ):
         r0, r1 = starts[i], min(starts[i] + tile, padded_n)
         c0, c1 = starts[j], min(starts[j] + tile, padded_n)
         product = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)

@@ -1,0 +1,8 @@
+"""Embedders: texts to `(N, D)` tensors, the first stage of the pipeline."""
+
+from katdensity.embedders.base import Embedder
+from katdensity.embedders.external import ExternalEmbedder
+from katdensity.embedders.hashing import HashingEmbedder
+from katdensity.embedders.hidden_state import HiddenStateEmbedder, pool
+
+__all__ = ["Embedder", "ExternalEmbedder", "HashingEmbedder", "HiddenStateEmbedder", "pool"]

@@ -1,0 +1,76 @@
+"""The `Embedder` protocol and the checks every embedder shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from katdensity._validate import as_embeddings
+from katdensity.errors import InvalidInputError
+
+__all__ = ["Embedder", "batches_by_length", "check_texts", "finish_embeddings"]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into embeddings: the first stage of the pipeline.
+
+    Contract: `embed(texts)` returns a `(N, D)` float32 CPU tensor whose row `i` embeds
+    `texts[i]`, L2-normalised when the embedder was built with `normalize=True` (the
+    default), and finite. It raises [`InvalidInputError`][katdensity.errors.InvalidInputError]
+    on an empty list, an empty string or a non-string item. `dim` is `D` where it is known
+    before embedding, else `None`. Batching, devices and progress bars are the embedder's job.
+    """
+
+    @property
+    def dim(self) -> int | None:
+        """The embedding dimension `D`, or `None` if only known after the first call."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed `texts`; returns `(len(texts), D)` float32 on the CPU."""
+        ...
+
+
+def check_texts(texts: Any) -> list[str]:
+    """Return `texts` as a list after checking it is a non-empty sequence of non-empty strings."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidInputError(
+            f"texts should be a sequence of strings (e.g. a list), but got {type(texts).__name__}"
+        )
+    if len(texts) == 0:
+        raise InvalidInputError("texts should hold at least one text, but got an empty sequence")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{i}] should be a str, but got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInputError(
+                f"texts[{i}] should be a non-empty string, but got {text!r}; "
+                "drop empty prompts first"
+            )
+    return list(texts)
+
+
+def finish_embeddings(
+    vectors: torch.Tensor | np.ndarray, n_texts: int, *, normalize: bool, source: str
+) -> torch.Tensor:
+    """Check an encoder's output for `n_texts` texts; return it float32, on CPU, normalised."""
+    embeddings = as_embeddings(vectors, name=f"the output of {source}").cpu()
+    if embeddings.shape[0] != n_texts:
+        raise InvalidInputError(
+            f"{source} should return one row per text ({n_texts}), "
+            f"but returned {embeddings.shape[0]} rows"
+        )
+    if normalize:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+    return embeddings.contiguous()
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Index batches of texts of similar length (longest first), to cut padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

@@ -1,0 +1,114 @@
+"""Wrap any text encoder: a sentence-transformers model or a plain callable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from katdensity._progress import progress_bar
+from katdensity._validate import check_int
+from katdensity.embedders.base import check_texts, finish_embeddings
+from katdensity.errors import InvalidInputError
+
+__all__ = ["ExternalEmbedder"]
+
+
+class ExternalEmbedder:
+    """Embeds with an encoder you already have.
+
+    `encoder` is either an object with an `encode(texts)` method (a sentence-transformers
+    `SentenceTransformer`, called with `convert_to_numpy=True` and its own progress bar off)
+    or any callable `Sequence[str] -> array-like (N, D)`. Whatever it returns is checked: one
+    finite row per text, the same width in every batch.
+
+    Args:
+        encoder: the encoder, see above.
+        normalize: L2-normalise the rows (after the encoder).
+        batch_size: texts per call of the encoder.
+        progress: progress bar over batches; `None` shows one on a terminal for long runs.
+
+    Example:
+        >>> import numpy as np
+        >>> from katdensity.embedders import ExternalEmbedder
+        >>> embedder = ExternalEmbedder(lambda texts: np.ones((len(texts), 3)))
+        >>> embedder.embed(["a", "b"]).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        normalize: bool = True,
+        batch_size: int = 64,
+        progress: bool | None = None,
+    ) -> None:
+        if not (callable(getattr(encoder, "encode", None)) or callable(encoder)):
+            raise InvalidInputError(
+                "encoder should have an encode(texts) method or be callable, "
+                f"but got {type(encoder).__name__}"
+            )
+        self.encoder = encoder
+        self.normalize = normalize
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.progress = progress
+        self._dim: int | None = _known_dim(encoder)
+
+    @property
+    def dim(self) -> int | None:
+        """The encoder's output width, once known (sentence-transformers reports it upfront)."""
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed `texts` with the encoder, in batches; returns `(N, D)` float32."""
+        texts = check_texts(texts)
+        encode = self._encode_function()
+        starts = range(0, len(texts), self.batch_size)
+        parts: list[torch.Tensor] = []
+        bar = progress_bar(
+            starts, total=len(starts), progress=self.progress, desc="embedding", unit="batch"
+        )
+        for start in bar:
+            batch = texts[start : start + self.batch_size]
+            vectors = encode(batch)
+            vectors = (
+                vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+            )
+            part = finish_embeddings(vectors, len(batch), normalize=False, source="the encoder")
+            if parts and part.shape[1] != parts[0].shape[1]:
+                raise InvalidInputError(
+                    f"the encoder returned width {part.shape[1]} after width {parts[0].shape[1]}; "
+                    "it should return the same width for every batch"
+                )
+            parts.append(part)
+        embeddings = torch.cat(parts)
+        self._dim = int(embeddings.shape[1])
+        return finish_embeddings(
+            embeddings, len(texts), normalize=self.normalize, source="the encoder"
+        )
+
+    def _encode_function(self) -> Callable[[list[str]], Any]:
+        encode = getattr(self.encoder, "encode", None)
+        if callable(encode):
+            if _is_sentence_transformer(self.encoder):
+                return lambda batch: encode(batch, convert_to_numpy=True, show_progress_bar=False)
+            return encode  # type: ignore[no-any-return]
+        return self.encoder  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"ExternalEmbedder({type(self.encoder).__name__}, normalize={self.normalize})"
+
+
+def _is_sentence_transformer(encoder: Any) -> bool:
+    return any(cls.__name__ == "SentenceTransformer" for cls in type(encoder).__mro__)
+
+
+def _known_dim(encoder: Any) -> int | None:
+    get_dim = getattr(encoder, "get_sentence_embedding_dimension", None)
+    if callable(get_dim):
+        dim = get_dim()
+        return int(dim) if dim is not None else None
+    return None
