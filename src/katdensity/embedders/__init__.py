@@ -4,5 +4,13 @@ from katdensity.embedders.base import Embedder
 from katdensity.embedders.external import ExternalEmbedder
 from katdensity.embedders.hashing import HashingEmbedder
 from katdensity.embedders.hidden_state import HiddenStateEmbedder, pool
+from katdensity.embedders.logits import LogitEmbedder
 
-__all__ = ["Embedder", "ExternalEmbedder", "HashingEmbedder", "HiddenStateEmbedder", "pool"]
+__all__ = [
+    "Embedder",
+    "ExternalEmbedder",
+    "HashingEmbedder",
+    "HiddenStateEmbedder",
+    "LogitEmbedder",
+    "pool",
+]
