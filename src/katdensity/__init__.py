@@ -4,15 +4,24 @@ Embed every prompt, estimate the local density of prompt space from k nearest ne
 and sample training prompts with probability falling with density, so that rare prompts
 are seen more and the dense, repetitive regions of a prompt set stop dominating training.
 
-The pipeline flows one way: embeddings -> [`DensityEstimator`][katdensity.DensityEstimator]
+The pipeline flows one way: texts -> [`Embedder`][katdensity.Embedder] -> embeddings ->
+[`DensityEstimator`][katdensity.DensityEstimator]
 -> [`DensityResult`][katdensity.DensityResult] -> [`Weighting`][katdensity.Weighting] ->
 [`InverseDensitySampler`][katdensity.InverseDensitySampler] or
 [`select_subset`][katdensity.select_subset].
 """
 
 from katdensity.density import DensityEstimator, DensityResult, ExactKNNDensity
+from katdensity.embedders import (
+    Embedder,
+    ExternalEmbedder,
+    HashingEmbedder,
+    HiddenStateEmbedder,
+    LogitEmbedder,
+)
 from katdensity.errors import InvalidInputError, KatDensityError, MissingDependencyError
 from katdensity.knn import Neighbors, exact_knn
+from katdensity.registry import get_embedder, get_estimator, get_weighting
 from katdensity.sampler import InverseDensitySampler
 from katdensity.subset import select_subset
 from katdensity.weights import (
@@ -27,17 +36,25 @@ __version__ = "0.1.0"
 __all__ = [
     "DensityEstimator",
     "DensityResult",
+    "Embedder",
     "ExactKNNDensity",
+    "ExternalEmbedder",
+    "HashingEmbedder",
+    "HiddenStateEmbedder",
     "InvalidInputError",
     "InverseDensitySampler",
     "InverseDensityWeighting",
     "KatDensityError",
+    "LogitEmbedder",
     "MissingDependencyError",
     "Neighbors",
     "Weighting",
     "__version__",
     "effective_sample_size",
     "exact_knn",
+    "get_embedder",
+    "get_estimator",
+    "get_weighting",
     "inverse_density_weights",
     "select_subset",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -14,6 +14,7 @@ from torch.utils.data import Sampler
 from katdensity._draws import draw_with_replacement, draw_without_replacement
 from katdensity._validate import as_probabilities, check_choice, check_int
 from katdensity.density.result import DensityEstimator, DensityResult
+from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError
 from katdensity.weights import Weighting
 
@@ -153,6 +154,45 @@ class InverseDensitySampler(Sampler[int]):
         sampler = cls(weighting(result), **kwargs)
         sampler.density = result
         return sampler
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        embedder: Embedder,
+        estimator: DensityEstimator | None = None,
+        weighting: Weighting | None = None,
+        **kwargs: Any,
+    ) -> InverseDensitySampler:
+        """Embed `texts`, estimate their density and sample inversely to it.
+
+        Args:
+            texts: the prompts, one per dataset row, in dataset order.
+            embedder: any [`Embedder`][katdensity.Embedder].
+            estimator: any [`DensityEstimator`][katdensity.DensityEstimator]; default
+                `ExactKNNDensity()`.
+            weighting: any [`Weighting`][katdensity.Weighting]; default
+                `InverseDensityWeighting()`.
+            **kwargs: passed to the constructor (`num_samples`, `seed`, `group_size`, ...).
+
+        Returns:
+            The sampler, with the density estimate kept in its `density` attribute.
+
+        Example:
+            >>> from katdensity import HashingEmbedder, InverseDensitySampler, ExactKNNDensity
+            >>> texts = [f"question {i} about topic {i % 3}" for i in range(30)]
+            >>> sampler = InverseDensitySampler.from_texts(
+            ...     texts, HashingEmbedder(), ExactKNNDensity(k=5), seed=0
+            ... )
+            >>> len(sampler)
+            30
+        """
+        if not isinstance(embedder, Embedder):
+            raise InvalidInputError(
+                f"embedder should implement Embedder (an embed() method and dim), "
+                f"but got {type(embedder).__name__}"
+            )
+        return cls.from_embeddings(embedder.embed(texts), estimator, weighting, **kwargs)
 
     @property
     def weights(self) -> torch.Tensor:

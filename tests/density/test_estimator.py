@@ -79,3 +79,29 @@ def test_containers_reject_mismatched_shapes() -> None:
         InvalidInputError, match="log_density has 3 entries but neighbors has 4 rows"
     ):
         DensityResult(torch.zeros(3, dtype=torch.float64), neighbors, 2.0)
+
+
+def _recall(found: torch.Tensor, truth: torch.Tensor) -> float:
+    hits = sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist(), strict=True))
+    return hits / truth.numel()
+
+
+@pytest.mark.parametrize("center", [True, "auto"])
+def test_centering_undoes_a_common_offset(center: object, generator: torch.Generator) -> None:
+    """Anisotropy oracle: a large shared offset hides the cosine graph; centring restores it."""
+    spread = torch.randn(2000, 32, generator=generator)
+    spread -= spread.mean(dim=0)
+    truth = ExactKNNDensity(k=10, center=False).estimate(spread).neighbors.indices
+    offset = 20.0 * torch.nn.functional.normalize(torch.randn(32, generator=generator), dim=0)
+    shifted = spread + offset  # pairwise cosine now about 0.997
+    centred = ExactKNNDensity(k=10, center=center).estimate(shifted)  # type: ignore[arg-type]
+    assert _recall(centred.neighbors.indices, truth) >= 0.99
+    raw = ExactKNNDensity(k=10, center=False).estimate(shifted)
+    assert _recall(raw.neighbors.indices, truth) < 0.9
+
+
+def test_auto_leaves_isotropic_sets_alone(generator: torch.Generator) -> None:
+    points = torch.randn(500, 16, generator=generator) + 0.1
+    auto = ExactKNNDensity(k=5).estimate(points)
+    plain = ExactKNNDensity(k=5, center=False).estimate(points)
+    assert torch.equal(auto.neighbors.indices, plain.neighbors.indices)

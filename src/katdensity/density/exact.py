@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from katdensity._validate import check_choice, check_int
@@ -24,8 +26,8 @@ class ExactKNNDensity(KNNDensityEstimator):
         device: where to search (`"cuda"`, `"cpu"`, a `torch.device`); `None` uses the
             device the embeddings are on.
         intrinsic_dim: exponent of the volume law; `None` estimates it (Levina-Bickel).
-        center: subtract the mean embedding first (see
-            [`KNNDensityEstimator`][katdensity.density.estimator.KNNDensityEstimator]).
+        center: subtract the mean embedding first; `"auto"` does so for anisotropic sets
+            (see [`KNNDensityEstimator`][katdensity.density.estimator.KNNDensityEstimator]).
         precision: `"float32"`, `"bfloat16"` (bf16 candidates re-scored in fp32), or `"auto"`
             (bf16 on CUDA, fp32 on CPU).
         memory_budget_bytes: bytes for one score tile and its scratch space.
@@ -46,7 +48,7 @@ class ExactKNNDensity(KNNDensityEstimator):
         *,
         device: str | torch.device | None = None,
         intrinsic_dim: float | None = None,
-        center: bool = False,
+        center: bool | Literal["auto"] = "auto",
         precision: Precision = "auto",
         memory_budget_bytes: int = 256 * 2**20,
         progress: bool | None = None,

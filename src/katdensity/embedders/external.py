@@ -107,8 +107,10 @@ def _is_sentence_transformer(encoder: Any) -> bool:
 
 
 def _known_dim(encoder: Any) -> int | None:
-    get_dim = getattr(encoder, "get_sentence_embedding_dimension", None)
-    if callable(get_dim):
-        dim = get_dim()
-        return int(dim) if dim is not None else None
+    # sentence-transformers renamed the method in v6; try the new name first.
+    for name in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+        get_dim = getattr(encoder, name, None)
+        if callable(get_dim):
+            dim = get_dim()
+            return int(dim) if dim is not None else None
     return None

@@ -1,0 +1,78 @@
+"""Build embedders from a model path or name, importing optional dependencies lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from katdensity.embedders.external import ExternalEmbedder
+from katdensity.embedders.hidden_state import HiddenStateEmbedder
+from katdensity.embedders.logits import LogitEmbedder
+from katdensity.errors import MissingDependencyError
+
+__all__ = ["hf_hidden_state_embedder", "hf_logit_embedder", "sentence_transformer_embedder"]
+
+
+def _require(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"this embedder needs {module}, which is not installed; "
+            f'install it with: pip install "katdensity[{extra}]"'
+        ) from error
+
+
+def sentence_transformer_embedder(
+    model: str, *, device: str | None = None, **kwargs: Any
+) -> ExternalEmbedder:
+    """An [`ExternalEmbedder`][katdensity.embedders.ExternalEmbedder] over a
+    sentence-transformers model (a local folder or a hub name already in the cache).
+
+    Args:
+        model: path or name passed to `SentenceTransformer`.
+        device: where the model runs; `None` lets sentence-transformers choose.
+        **kwargs: passed to `ExternalEmbedder` (`normalize`, `batch_size`, `progress`).
+
+    Raises:
+        MissingDependencyError: sentence-transformers is not installed (extra `st`).
+    """
+    sentence_transformers = _require("sentence_transformers", "st")
+    return ExternalEmbedder(
+        sentence_transformers.SentenceTransformer(model, device=device), **kwargs
+    )
+
+
+def hf_hidden_state_embedder(
+    model: str, *, device: str | torch.device | None = None, **kwargs: Any
+) -> HiddenStateEmbedder:
+    """A [`HiddenStateEmbedder`][katdensity.embedders.HiddenStateEmbedder] over
+    `transformers.AutoModel` and `AutoTokenizer` loaded from `model`.
+
+    Raises:
+        MissingDependencyError: transformers is not installed (extra `hf`).
+    """
+    transformers = _require("transformers", "hf")
+    loaded = transformers.AutoModel.from_pretrained(model)
+    if device is not None:
+        loaded = loaded.to(device)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    return HiddenStateEmbedder(loaded, tokenizer, **kwargs)
+
+
+def hf_logit_embedder(
+    model: str, *, device: str | torch.device | None = None, **kwargs: Any
+) -> LogitEmbedder:
+    """A [`LogitEmbedder`][katdensity.embedders.LogitEmbedder] over
+    `transformers.AutoModelForCausalLM` and `AutoTokenizer` loaded from `model`.
+
+    Raises:
+        MissingDependencyError: transformers is not installed (extra `hf`).
+    """
+    transformers = _require("transformers", "hf")
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(model)
+    if device is not None:
+        loaded = loaded.to(device)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    return LogitEmbedder(loaded, tokenizer, **kwargs)
