@@ -11,7 +11,13 @@ The pipeline flows one way: texts -> [`Embedder`][katdensity.Embedder] -> embedd
 [`select_subset`][katdensity.select_subset].
 """
 
-from katdensity.density import DensityEstimator, DensityResult, ExactKNNDensity
+from katdensity.density import (
+    ApproxKNNDensity,
+    AutoKNNDensity,
+    DensityEstimator,
+    DensityResult,
+    ExactKNNDensity,
+)
 from katdensity.embedders import (
     Embedder,
     ExternalEmbedder,
@@ -20,7 +26,7 @@ from katdensity.embedders import (
     LogitEmbedder,
 )
 from katdensity.errors import InvalidInputError, KatDensityError, MissingDependencyError
-from katdensity.knn import Neighbors, exact_knn
+from katdensity.knn import Neighbors, approx_knn, exact_knn, knn_recall
 from katdensity.registry import get_embedder, get_estimator, get_weighting
 from katdensity.sampler import InverseDensitySampler
 from katdensity.subset import select_subset
@@ -34,6 +40,8 @@ from katdensity.weights import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApproxKNNDensity",
+    "AutoKNNDensity",
     "DensityEstimator",
     "DensityResult",
     "Embedder",
@@ -50,12 +58,14 @@ __all__ = [
     "Neighbors",
     "Weighting",
     "__version__",
+    "approx_knn",
     "effective_sample_size",
     "exact_knn",
     "get_embedder",
     "get_estimator",
     "get_weighting",
     "inverse_density_weights",
+    "knn_recall",
     "select_subset",
 ]
 assert __all__ == sorted(__all__), "keep __all__ sorted"

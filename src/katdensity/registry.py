@@ -40,6 +40,8 @@ _BUILTINS: dict[str, dict[str, str]] = {
     },
     "katdensity.estimators": {
         "exact": "katdensity.density.exact:ExactKNNDensity",
+        "approx": "katdensity.density.approx:ApproxKNNDensity",
+        "auto": "katdensity.density.auto:AutoKNNDensity",
     },
     "katdensity.weightings": {
         "inverse-density": "katdensity.weights:InverseDensityWeighting",
@@ -133,7 +135,8 @@ def get_embedder(spec: str | Embedder, **kwargs: Any) -> Embedder:
 
 def get_estimator(spec: str | DensityEstimator, **kwargs: Any) -> DensityEstimator:
     """A [`DensityEstimator`][katdensity.DensityEstimator] from a registered name (`"exact"`,
-    or a plug-in's) or an object; see [`get_embedder`][katdensity.get_embedder]."""
+    `"approx"`, `"auto"`, or a plug-in's) or an object; see
+    [`get_embedder`][katdensity.get_embedder]."""
     return _get("katdensity.estimators", spec, DensityEstimator, kwargs)  # type: ignore[type-abstract]
 
 

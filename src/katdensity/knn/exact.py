@@ -22,7 +22,7 @@ from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
-__all__ = ["Precision", "exact_knn"]
+__all__ = ["Precision", "exact_knn", "rescore"]
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -87,7 +87,7 @@ def exact_knn(
         # fp32 scores are already the exact products; euclidean is re-scored to avoid the
         # cancellation in |x|^2 + |y|^2 - 2<x, y> for near-duplicates.
         return _sorted_neighbors(1.0 - scores, candidates, k, metric)
-    return _rescore(points, candidates, k, metric)
+    return rescore(points, candidates, k, metric)
 
 
 def _half_sq_norms(points: torch.Tensor, n: int) -> torch.Tensor:
@@ -227,8 +227,12 @@ def _merge_rows(
     best_indices[rows] = torch.gather(merged_indices, 1, position)
 
 
-def _rescore(points: torch.Tensor, candidates: torch.Tensor, k: int, metric: Metric) -> Neighbors:
-    """Exact fp32 distances to the candidates; keep the k nearest, ascending, ties by index."""
+def rescore(points: torch.Tensor, candidates: torch.Tensor, k: int, metric: Metric) -> Neighbors:
+    """Exact fp32 distances from each row of `points` to its `(N, c)` candidate rows.
+
+    Keeps the k nearest (`k <= c`), ascending, ties broken by the smaller index.
+    `points` must already be L2-normalised for `"cosine"`.
+    """
     n = points.shape[0]
     if bool((candidates < 0).any()):
         raise InvalidInputError("internal error: a point received fewer than k candidates")

@@ -1,0 +1,63 @@
+"""Density from an approximate k-nearest-neighbour graph (pynndescent)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from katdensity._validate import check_int
+from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.knn.approx import approx_knn
+from katdensity.knn.neighbors import Metric, Neighbors
+
+__all__ = ["ApproxKNNDensity"]
+
+
+class ApproxKNNDensity(KNNDensityEstimator):
+    """kNN density over an approximate neighbour graph built with NN-descent (pynndescent).
+
+    Same density formula, duplicate handling and centring as
+    [`ExactKNNDensity`][katdensity.ExactKNNDensity]; only the neighbour search differs. Use it
+    for sets too large for the exact search; check its recall on a subsample with
+    [`sampled_recall`][katdensity.knn.sampled_recall]. pynndescent is imported on first use and
+    JIT-compiles for tens of seconds once per process.
+
+    Args:
+        k: neighbours per point.
+        metric: `"cosine"` (default), `"euclidean"` or `"ip"`.
+        n_neighbors: NN-descent graph width, default `max(3k + 1, 30)` (over-built, then
+            truncated to the nearest `k`: better recall than building with `k + 1`).
+        seed: random state; the same seed gives the same graph.
+        n_jobs: pynndescent threads (`-1` all cores).
+        intrinsic_dim: exponent of the volume law; `None` estimates it.
+        center: subtract the mean embedding first; `"auto"` for anisotropic sets.
+    """
+
+    def __init__(
+        self,
+        k: int = 10,
+        metric: Metric = "cosine",
+        *,
+        n_neighbors: int | None = None,
+        seed: int = 0,
+        n_jobs: int | None = -1,
+        intrinsic_dim: float | None = None,
+        center: bool | Literal["auto"] = "auto",
+    ) -> None:
+        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        self.n_neighbors = (
+            None if n_neighbors is None else check_int("n_neighbors", n_neighbors, low=k + 1)
+        )
+        self.seed = check_int("seed", seed)
+        self.n_jobs = n_jobs
+
+    def _neighbors(self, points: torch.Tensor) -> Neighbors:
+        return approx_knn(
+            points,
+            self.k,
+            metric=self.metric,
+            n_neighbors=self.n_neighbors,
+            seed=self.seed,
+            n_jobs=self.n_jobs,
+        )

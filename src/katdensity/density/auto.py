@@ -1,0 +1,72 @@
+"""Pick the exact or the approximate search from the size of the set and the device."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+
+from katdensity.density.approx import ApproxKNNDensity
+from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.density.exact import ExactKNNDensity
+from katdensity.knn.neighbors import Metric, Neighbors
+
+__all__ = ["AutoKNNDensity", "choose_search"]
+
+logger = logging.getLogger(__name__)
+
+# Work N^2 * D up to which the exact search is preferred: on 2 CPU cores N=100k at D=384
+# takes about a minute exactly, when NN-descent needs ~40 s of JIT compilation alone (see
+# benchmarks/RESULTS.md); a GPU multiplies three orders of magnitude faster.
+_EXACT_WORK_CPU = 100_000**2 * 384
+_EXACT_WORK_CUDA = 3_000_000**2 * 768
+
+
+def choose_search(n: int, dim: int, device: torch.device) -> Literal["exact", "approx"]:
+    """`"exact"` while `N^2 * D` is below the device's budget, else `"approx"`."""
+    budget = _EXACT_WORK_CUDA if device.type == "cuda" else _EXACT_WORK_CPU
+    return "exact" if n * n * dim <= budget else "approx"
+
+
+class AutoKNNDensity(KNNDensityEstimator):
+    """Exact kNN density for sets small enough to search exactly, approximate beyond.
+
+    The choice (logged at INFO) is made per call from `N`, `D` and the device by
+    [`choose_search`][katdensity.density.auto.choose_search]: on CPU exact up to about
+    100,000 points at D=384, on CUDA up to about 3 million at D=768.
+
+    Args:
+        k: neighbours per point.
+        metric: `"cosine"` (default), `"euclidean"` or `"ip"`.
+        device: device of the exact search; `None` uses CUDA when available.
+        seed: random state of the approximate search.
+        intrinsic_dim: exponent of the volume law; `None` estimates it.
+        center: subtract the mean embedding first; `"auto"` for anisotropic sets.
+    """
+
+    def __init__(
+        self,
+        k: int = 10,
+        metric: Metric = "cosine",
+        *,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        intrinsic_dim: float | None = None,
+        center: bool | Literal["auto"] = "auto",
+    ) -> None:
+        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.seed = seed
+
+    def _neighbors(self, points: torch.Tensor) -> Neighbors:
+        n, dim = points.shape
+        search = choose_search(n, dim, self.device)
+        logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
+        if search == "exact":
+            exact = ExactKNNDensity(self.k, self.metric, device=self.device, center=False)
+            return exact._neighbors(points)
+        approx = ApproxKNNDensity(self.k, self.metric, seed=self.seed, center=False)
+        return approx._neighbors(points)
