@@ -184,7 +184,7 @@ def _update(
     query_ids, group_ids = hits.nonzero(as_tuple=True)
     members = torch.arange(_GROUP, device=scores.device)
     group_cols = group_ids[:, None] * _GROUP + members  # (hits, G) local candidate columns
-    group_values = scores[query_ids[:, None], group_cols]
+    group_values = _gather_groups(scores, query_ids, group_ids)  # (hits, G)
     # Second stage: of the surviving groups, keep the single entries that beat the threshold.
     hit_rows, hit_members = (group_values > threshold[query_ids, None]).nonzero(as_tuple=True)
     query_ids = query_ids[hit_rows]
@@ -202,6 +202,17 @@ def _update(
     padded_values[slots, position] = values
     padded_cols[slots, position] = cols
     _merge_rows(best_scores, best_indices, active + query_start, padded_values, padded_cols, k)
+
+
+def _gather_groups(
+    scores: torch.Tensor, query_ids: torch.Tensor, group_ids: torch.Tensor
+) -> torch.Tensor:
+    """Row h: the scores of group `group_ids[h]` for query `query_ids[h]`, no tile copy."""
+    n_queries, n_cands = scores.shape
+    if scores.stride(1) == 1:
+        return scores.view(n_queries, n_cands // _GROUP, _GROUP)[query_ids, group_ids]
+    grouped = scores.T.view(n_cands // _GROUP, _GROUP, n_queries)
+    return grouped[group_ids, :, query_ids]
 
 
 def _group_max(scores: torch.Tensor) -> torch.Tensor:
