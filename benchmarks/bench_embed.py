@@ -110,7 +110,7 @@ def main() -> None:
             results[method] = json.loads(completed.stdout.strip().splitlines()[-1])
             vectors[method] = np.load(out)
     brute = METHODS[0]
-    header = ["method", "peak extra RSS (MiB)", "vs brute force", "time (s)", "max |difference|"]
+    header = ["method", "peak extra RSS (MiB)", "vs brute force", "time (s)", "max abs difference"]
     rows = []
     for method in METHODS:
         peak = results[method]["peak_mib"]

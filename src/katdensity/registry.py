@@ -8,8 +8,9 @@ Third-party packages register their own under the entry-point groups
     my-encoder = "my_package.embedding:MyEmbedder"
 
 The entry point must name a class or factory; `get_embedder("my-encoder", **options)` calls
-it with the options. Entry points are read once per process; one that fails to load warns
-and is skipped, so a broken plug-in never breaks katdensity.
+it with the options. Entry points are read once per process and loaded only when asked
+for: a broken plug-in never affects the others or katdensity itself; asking for it warns
+and raises `InvalidInputError` with the reason.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def _factory(group: str, name: str) -> Callable[..., Any]:
         try:
             return entry.load()  # type: ignore[no-any-return]
         except Exception as error:  # any failure inside third-party code
-            warnings.warn(f"plug-in {name!r} ({entry.value}) failed to load: {error}", stacklevel=3)
+            message = f"plug-in {name!r} ({entry.value}) failed to load: {error}"
+            warnings.warn(message, stacklevel=4)
+            raise InvalidInputError(message) from error
     raise InvalidInputError(
         f"{group.rsplit('.', 1)[1][:-1]} should be one of {available(group)} or an object, "
         f"but got {name!r}"

@@ -105,3 +105,14 @@ def test_auto_leaves_isotropic_sets_alone(generator: torch.Generator) -> None:
     auto = ExactKNNDensity(k=5).estimate(points)
     plain = ExactKNNDensity(k=5, center=False).estimate(points)
     assert torch.equal(auto.neighbors.indices, plain.neighbors.indices)
+
+
+def test_centred_ip_rows_are_renormalised(generator: torch.Generator) -> None:
+    spread = torch.randn(1500, 32, generator=generator)
+    spread -= spread.mean(dim=0)
+    offset = 20.0 * torch.nn.functional.normalize(torch.randn(32, generator=generator), dim=0)
+    unit = torch.nn.functional.normalize(spread + offset, dim=1)
+    as_ip = ExactKNNDensity(k=10, metric="ip").estimate(unit)
+    as_cosine = ExactKNNDensity(k=10, metric="cosine").estimate(unit)
+    assert torch.equal(as_ip.neighbors.indices, as_cosine.neighbors.indices)
+    assert as_ip.intrinsic_dim == pytest.approx(as_cosine.intrinsic_dim, rel=1e-3)

@@ -35,7 +35,8 @@ class KNNDensityEstimator(abc.ABC):
         metric: `"cosine"`, `"euclidean"` or `"ip"` (see [`Neighbors`][katdensity.Neighbors]).
         intrinsic_dim: the exponent `d` of the volume law `r^d`; `None` (the default)
             estimates it from the neighbour distances (Levina-Bickel).
-        center: subtract the mean embedding before searching (cosine re-normalises after).
+        center: subtract the mean embedding before searching (cosine and ip re-normalise
+            after).
             Pooled hidden states and logits of causal LMs sit in a narrow cone (pairwise
             cosine ~0.99), so cosine neighbours mostly measure the shared direction; centring
             removes it. `"auto"` (the default) centres when the set is anisotropic: when the
@@ -83,6 +84,9 @@ class KNNDensityEstimator(abc.ABC):
         points = as_embeddings(embeddings)
         if self._should_center(points):
             points = points - points.mean(dim=0, keepdim=True)
+            if self.metric == "ip":
+                # "ip" promises unit rows; the cosine search normalises by itself.
+                points = torch.nn.functional.normalize(points, dim=1)
         duplicates = distinct_rows(points)
         distinct = points if duplicates is None else points[duplicates.first]
         n, n_distinct = points.shape[0], distinct.shape[0]

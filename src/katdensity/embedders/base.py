@@ -21,8 +21,9 @@ class Embedder(Protocol):
     Contract: `embed(texts)` returns a `(N, D)` float32 CPU tensor whose row `i` embeds
     `texts[i]`, L2-normalised when the embedder was built with `normalize=True` (the
     default), and finite. It raises [`InvalidInputError`][katdensity.errors.InvalidInputError]
-    on an empty list, an empty string or a non-string item. `dim` is `D` where it is known
-    before embedding, else `None`. Batching, devices and progress bars are the embedder's job.
+    on an empty list, an empty or whitespace-only string, or a non-string item. `dim` is `D`
+    where it is known before embedding, else `None`. Batching, devices and progress bars are
+    the embedder's job.
     """
 
     @property

@@ -27,11 +27,10 @@ def _require(module: str, extra: str) -> Any:
 def sentence_transformer_embedder(
     model: str, *, device: str | None = None, **kwargs: Any
 ) -> ExternalEmbedder:
-    """An [`ExternalEmbedder`][katdensity.embedders.ExternalEmbedder] over a
-    sentence-transformers model (a local folder or a hub name already in the cache).
+    """An [`ExternalEmbedder`][katdensity.embedders.ExternalEmbedder] over sentence-transformers.
 
     Args:
-        model: path or name passed to `SentenceTransformer`.
+        model: a local folder, or a hub name already in the cache, for `SentenceTransformer`.
         device: where the model runs; `None` lets sentence-transformers choose.
         **kwargs: passed to `ExternalEmbedder` (`normalize`, `batch_size`, `progress`).
 
@@ -47,8 +46,14 @@ def sentence_transformer_embedder(
 def hf_hidden_state_embedder(
     model: str, *, device: str | torch.device | None = None, **kwargs: Any
 ) -> HiddenStateEmbedder:
-    """A [`HiddenStateEmbedder`][katdensity.embedders.HiddenStateEmbedder] over
-    `transformers.AutoModel` and `AutoTokenizer` loaded from `model`.
+    """A [`HiddenStateEmbedder`][katdensity.embedders.HiddenStateEmbedder] over `transformers`.
+
+    `AutoModel` and `AutoTokenizer` are loaded from `model`.
+
+    Args:
+        model: a local folder written by `save_pretrained`, or a hub name already in the cache.
+        device: where the model runs; `None` leaves it where `from_pretrained` put it.
+        **kwargs: passed to `HiddenStateEmbedder` (`layer`, `pooling`, `batch_size`, ...).
 
     Raises:
         MissingDependencyError: transformers is not installed (extra `hf`).
@@ -64,8 +69,14 @@ def hf_hidden_state_embedder(
 def hf_logit_embedder(
     model: str, *, device: str | torch.device | None = None, **kwargs: Any
 ) -> LogitEmbedder:
-    """A [`LogitEmbedder`][katdensity.embedders.LogitEmbedder] over
-    `transformers.AutoModelForCausalLM` and `AutoTokenizer` loaded from `model`.
+    """A [`LogitEmbedder`][katdensity.embedders.LogitEmbedder] over a `transformers` causal LM.
+
+    `AutoModelForCausalLM` and `AutoTokenizer` are loaded from `model`.
+
+    Args:
+        model: a local folder written by `save_pretrained`, or a hub name already in the cache.
+        device: where the model runs; `None` leaves it where `from_pretrained` put it.
+        **kwargs: passed to `LogitEmbedder` (`pooling`, `projection_dim`, ...).
 
     Raises:
         MissingDependencyError: transformers is not installed (extra `hf`).

@@ -28,8 +28,8 @@ _LOGIT_CHUNK_ELEMENTS = 2**24
 class LogitEmbedder(LanguageModelEmbedder):
     """The masked mean (or last-token value) of a language model's per-token logit vectors.
 
-    The research sampler this replaces held `[B, T, V]` logits per batch and stored
-    vocabulary-sized vectors (50,304 floats per prompt). Here, when the output head is
+    A naive pooled-logit embedding holds `[B, T, V]` logits per batch and stores `V` floats
+    per prompt (50,304 for a GPT-2-sized vocabulary). Here, when the output head is
     linear (`logits = W h + b`), the mean of the logits is the head applied to the mean of
     the final hidden states, so only `(B, H)` and then `(B, V)` exist; with a non-linear head
     (e.g. Gemma's logit soft-cap) the logits are computed in chunks of positions and summed.

@@ -41,8 +41,10 @@ def sampled_recall(
 
     Args:
         neighbors: the graph to check, of the `N` rows of `embeddings`.
-        embeddings: `(N, D)` the points the graph was built on (before any centring the
-            estimator applied: pass `DensityResult` neighbours only for `center=False`).
+        embeddings: `(N, D)` the points the graph was searched on. A density estimator may
+            centre them first (`center="auto"` does for anisotropic sets) and merges exact
+            duplicates: check `DensityResult.neighbors` only from an estimator built with
+            `center=False` on distinct rows, or check `approx_knn` output directly.
         n_queries: rows to check (all rows if `N` is smaller).
         seed: which rows.
     """
