@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from katdensity.__main__ import main
+from katdensity.cli import main
 from katdensity.demo import demo_report
 
 

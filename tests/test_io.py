@@ -133,3 +133,11 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError, match="disk full"):
         save_embeddings(tmp_path / "out.pt", ["a"], torch.zeros(1, 2))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_repeated_prompts_get_distinct_derived_ids(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "r.jsonl", [{"prompt": "same"}, {"prompt": "same"}, {"prompt": "same"}]
+    )
+    ids = [p.id for p in read_prompts(path)]
+    assert ids == [prompt_id("same"), prompt_id("same") + "#2", prompt_id("same") + "#3"]

@@ -6,6 +6,7 @@ input gets the same message everywhere: the argument's name, what was expected, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from typing import Any
 
@@ -79,7 +80,13 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
             raise InvalidInputError(
                 f"{name} should hold numbers, but got an array of dtype {value.dtype}"
             )
-        return torch.from_numpy(np.ascontiguousarray(value))
+        array = np.ascontiguousarray(value)
+        if not array.flags.writeable:
+            # A read-only memory map: katdensity only reads its inputs, so sharing is safe.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return torch.from_numpy(array)
+        return torch.from_numpy(array)
     raise InvalidInputError(
         f"{name} should be a torch.Tensor or numpy.ndarray, but got {type(value).__name__}"
     )

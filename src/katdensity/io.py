@@ -76,6 +76,9 @@ def read_prompts(
 ) -> list[Prompt]:
     """Read the prompts of a JSONL file in any of the formats above.
 
+    A record without an `id` gets [`prompt_id`][katdensity.io.prompt_id] of its text; the
+    second and later copies of the same text get `#2`, `#3`, ... appended, so ids stay unique.
+
     Args:
         path: the JSONL file.
         field: the key holding the prompt text; `None` detects the format per line.
@@ -95,6 +98,7 @@ def read_prompts(
         )
     prompts: list[Prompt] = []
     seen: set[str] = set()
+    derived: Counter[str] = Counter()
     with source.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -120,7 +124,14 @@ def read_prompts(
                 continue
             seen.add(key)
             raw_id = record.get("id")
-            identifier = prompt_id(text) if raw_id in (None, "") else str(raw_id)
+            if raw_id in (None, ""):
+                # Repeats of one prompt share its text, so their derived ids get #2, #3, ...
+                identifier = prompt_id(text)
+                derived[identifier] += 1
+                if derived[identifier] > 1:
+                    identifier = f"{identifier}#{derived[identifier]}"
+            else:
+                identifier = str(raw_id)
             prompts.append(Prompt(id=identifier, text=text, record=record))
     return prompts
 

@@ -1,0 +1,121 @@
+"""The `katdensity` command line (also `python -m katdensity`).
+
+Every subcommand prints one line on stderr and exits with status 2 on bad input (no
+traceback; `--debug` shows it), and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from katdensity import __version__
+from katdensity.cli import commands
+from katdensity.errors import KatDensityError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="katdensity",
+        description="Inverse-density prompt sampling for RL fine-tuning.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="pipeline: katdensity prompts -> embed -> weights -> sample",
+    )
+    parser.add_argument("--version", action="version", version=f"katdensity {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, epilog=f"example: {example}")
+
+    demo = command(
+        "demo",
+        "compare uniform and inverse-density sampling on bundled synthetic data",
+        "katdensity demo --beta 0.5",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    demo.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
+    demo.add_argument("--beta", type=float, default=1.0, help="weighting strength (default 1.0)")
+    demo.set_defaults(run=commands.run_demo)
+
+    prompts = command(
+        "prompts",
+        "extract one {id, prompt} line per record from prompt or preference-pair JSONL",
+        "katdensity prompts --data pairs.jsonl --out prompts.jsonl --dedupe",
+    )
+    prompts.add_argument(
+        "--data", required=True, help="input JSONL (prompt, chat prefix or HH pairs)"
+    )
+    prompts.add_argument("--out", required=True, help="output JSONL")
+    prompts.add_argument("--field", help="key holding the prompt, if not detected")
+    prompts.add_argument("--dedupe", action="store_true", help="drop exact duplicate prompts")
+    prompts.set_defaults(run=commands.run_prompts)
+
+    embed = command(
+        "embed",
+        "embed the prompts of a JSONL file into an embeddings file (.pt or .npy)",
+        "katdensity embed --data prompts.jsonl --out emb.pt --embedder st:/models/minilm",
+    )
+    embed.add_argument("--data", required=True, help="prompt JSONL")
+    embed.add_argument("--out", required=True, help="embeddings file, .pt or .npy")
+    embed.add_argument(
+        "--embedder",
+        default="hashing",
+        help="hashing (default), st:PATH, hf-hidden:PATH, hf-logits:PATH or a plug-in name",
+    )
+    embed.add_argument("--field", help="key holding the prompt, if not detected")
+    embed.add_argument("--batch-size", type=int, help="texts per batch (model embedders)")
+    embed.set_defaults(run=commands.run_embed)
+
+    weights = command(
+        "weights",
+        "estimate densities and inverse-density weights for an embeddings file",
+        "katdensity weights --emb emb.pt --out weights.pt --k 10 --beta 1",
+    )
+    weights.add_argument("--emb", required=True, help="embeddings file")
+    weights.add_argument("--out", required=True, help="weights file (.pt)")
+    weights.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    weights.add_argument("--beta", type=float, default=1.0, help="strength (default 1.0)")
+    weights.add_argument(
+        "--estimator", default="auto", help="exact, approx or auto (default; picks by size)"
+    )
+    weights.add_argument(
+        "--max-weight-ratio", type=float, default=20.0, help="cap on weight x N (default 20)"
+    )
+    weights.add_argument(
+        "--uniform-mix", type=float, default=0.0, help="share of uniform mixed in (default 0)"
+    )
+    weights.set_defaults(run=commands.run_weights)
+
+    sample = command(
+        "sample",
+        "select a budgeted subset without replacement, one id per line",
+        "katdensity sample --weights weights.pt --budget 1000 --out ids.txt --seed 0",
+    )
+    source = sample.add_mutually_exclusive_group(required=True)
+    source.add_argument("--emb", help="embeddings file (default density and weights)")
+    source.add_argument("--weights", help="weights file from `katdensity weights`")
+    sample.add_argument("--budget", type=int, required=True, help="number of prompts to select")
+    sample.add_argument("--out", required=True, help="output text file of ids")
+    sample.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sample.set_defaults(run=commands.run_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 on bad input)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        args.run(args)
+    except (KatDensityError, OSError) as error:
+        if args.debug:
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"katdensity: error: {message}", file=sys.stderr)
+        return 2
+    return 0

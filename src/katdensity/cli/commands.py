@@ -1,0 +1,114 @@
+"""What each `katdensity` subcommand does, built only on the library's public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from katdensity._atomic import atomic_path
+from katdensity.errors import InvalidInputError
+from katdensity.io import load_embeddings, read_prompts, save_embeddings
+from katdensity.registry import get_embedder, get_estimator
+from katdensity.subset import select_subset
+from katdensity.weights import effective_sample_size, inverse_density_weights
+
+__all__ = ["run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from katdensity.demo import demo_report
+
+    print(demo_report(seed=args.seed, k=args.k, beta=args.beta))
+
+
+def run_prompts(args: argparse.Namespace) -> None:
+    prompts = read_prompts(args.data, field=args.field, dedupe=args.dedupe)
+    with atomic_path(args.out) as temporary, temporary.open("w", encoding="utf-8") as out:
+        for prompt in prompts:
+            out.write(
+                json.dumps({"id": prompt.id, "prompt": prompt.text}, ensure_ascii=False) + "\n"
+            )
+    print(f"wrote {len(prompts)} prompts to {args.out}")
+
+
+def run_embed(args: argparse.Namespace) -> None:
+    prompts = read_prompts(args.data, field=args.field)
+    repeated = [i for i, count in Counter(p.id for p in prompts).items() if count > 1]
+    if repeated:
+        raise InvalidInputError(
+            f"{args.data}: ids should be unique, but {repeated[0]!r} repeats; fix the ids "
+            "or drop them to get derived ones"
+        )
+    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    if args.embedder != "hashing" and args.quiet:
+        options["progress"] = False
+    embedder = get_embedder(args.embedder, **options)
+    embeddings = embedder.embed([p.text for p in prompts])
+    save_embeddings(
+        args.out, [p.id for p in prompts], embeddings, embedder={"spec": args.embedder, **options}
+    )
+    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.out}")
+
+
+def run_weights(args: argparse.Namespace) -> None:
+    stored = load_embeddings(args.emb)
+    estimator = get_estimator(args.estimator, k=args.k)
+    result = estimator.estimate(stored.embeddings)
+    weights = inverse_density_weights(
+        result.log_density,
+        beta=args.beta,
+        max_weight_ratio=args.max_weight_ratio,
+        uniform_mix=args.uniform_mix,
+    )
+    n = weights.shape[0]
+    ess = effective_sample_size(weights)
+    record = {
+        "ids": stored.ids,
+        "log_density": result.log_density,
+        "weights": weights,
+        "ess": ess,
+        "intrinsic_dim": result.intrinsic_dim,
+        "settings": {
+            "k": args.k,
+            "beta": args.beta,
+            "estimator": args.estimator,
+            "max_weight_ratio": args.max_weight_ratio,
+            "uniform_mix": args.uniform_mix,
+        },
+    }
+    with atomic_path(args.out) as temporary:
+        torch.save(record, temporary)
+    quantiles = torch.quantile(weights * n, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    print(f"prompts              {n}")
+    print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
+    print(f"ESS                  {ess:.0f} ({ess / n:.2f} of N)")
+    print(f"weight x N min/med/max {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f}")
+    print(f"wrote weights to {args.out}")
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    if (args.emb is None) == (args.weights is None):
+        raise InvalidInputError("give exactly one of --emb and --weights")
+    if args.weights is not None:
+        if not Path(args.weights).is_file():
+            raise InvalidInputError(
+                f"--weights should be an existing file, but {args.weights} does not exist"
+            )
+        record = torch.load(args.weights, map_location="cpu", weights_only=True)
+        if not isinstance(record, dict) or "ids" not in record or "weights" not in record:
+            raise InvalidInputError(
+                f"{args.weights} should be a file written by `katdensity weights`"
+            )
+        ids, weights = list(record["ids"]), record["weights"]
+    else:
+        stored = load_embeddings(args.emb)
+        result = get_estimator("exact").estimate(stored.embeddings)
+        ids, weights = stored.ids, inverse_density_weights(result.log_density)
+    chosen = select_subset(weights, args.budget, seed=args.seed)
+    with atomic_path(args.out) as temporary:
+        Path(temporary).write_text("".join(f"{ids[i]}\n" for i in chosen.tolist()))
+    print(f"wrote {chosen.numel()} ids to {args.out}")
