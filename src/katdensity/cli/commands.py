@@ -106,7 +106,7 @@ def run_sample(args: argparse.Namespace) -> None:
         ids, weights = list(record["ids"]), record["weights"]
     else:
         stored = load_embeddings(args.emb)
-        result = get_estimator("exact").estimate(stored.embeddings)
+        result = get_estimator("auto").estimate(stored.embeddings)
         ids, weights = stored.ids, inverse_density_weights(result.log_density)
     chosen = select_subset(weights, args.budget, seed=args.seed)
     with atomic_path(args.out) as temporary:

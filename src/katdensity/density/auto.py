@@ -7,9 +7,10 @@ from typing import Literal
 
 import torch
 
-from katdensity.density.approx import ApproxKNNDensity
+from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.density.exact import ExactKNNDensity
+from katdensity.knn.approx import approx_knn
+from katdensity.knn.exact import exact_knn
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["AutoKNNDensity", "choose_search"]
@@ -59,14 +60,13 @@ class AutoKNNDensity(KNNDensityEstimator):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.seed = seed
+        self.seed = check_int("seed", seed)
 
     def _neighbors(self, points: torch.Tensor) -> Neighbors:
         n, dim = points.shape
         search = choose_search(n, dim, self.device)
         logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
         if search == "exact":
-            exact = ExactKNNDensity(self.k, self.metric, device=self.device, center=False)
-            return exact._neighbors(points)
-        approx = ApproxKNNDensity(self.k, self.metric, seed=self.seed, center=False)
-        return approx._neighbors(points)
+            found = exact_knn(points.to(self.device), self.k, metric=self.metric)
+            return Neighbors(found.distances.cpu(), found.indices.cpu(), self.metric)
+        return approx_knn(points, self.k, metric=self.metric, seed=self.seed)

@@ -15,7 +15,14 @@ from katdensity._validate import check_int
 from katdensity.embedders.base import batches_by_length, check_texts, finish_embeddings
 from katdensity.errors import InvalidInputError
 
-__all__ = ["HiddenStatesFn", "LanguageModelEmbedder", "is_hf_model", "tokenize"]
+__all__ = [
+    "HiddenStatesFn",
+    "LanguageModelEmbedder",
+    "accepts_position_ids",
+    "is_hf_model",
+    "positions",
+    "tokenize",
+]
 
 HiddenStatesFn = Callable[[torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
 """`forward(input_ids, attention_mask) -> per-layer hidden states`, each `(B, T, H)`."""
@@ -132,7 +139,7 @@ class LanguageModelEmbedder(abc.ABC):
             return self.forward(input_ids, mask)
         if is_hf_model(self.model):
             kwargs = {"input_ids": input_ids, "attention_mask": mask}
-            if "position_ids" in inspect.signature(self.model.forward).parameters:
+            if accepts_position_ids(self.model):
                 kwargs["position_ids"] = positions(mask)
             return tuple(self.model(**kwargs, output_hidden_states=True).hidden_states)
         out = self.model(input_ids, return_hidden_states=True)
@@ -152,6 +159,11 @@ class LanguageModelEmbedder(abc.ABC):
             for parameter in parameters():
                 return torch.device(parameter.device)
         return torch.device("cpu")
+
+
+def accepts_position_ids(model: Any) -> bool:
+    """Whether `model.forward` takes `position_ids` (needed to make left padding harmless)."""
+    return "position_ids" in inspect.signature(model.forward).parameters
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:

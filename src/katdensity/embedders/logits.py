@@ -11,6 +11,7 @@ from katdensity._validate import check_choice, check_int
 from katdensity.embedders._language_model import (
     HiddenStatesFn,
     LanguageModelEmbedder,
+    accepts_position_ids,
     is_hf_model,
     positions,
 )
@@ -114,9 +115,11 @@ class LogitEmbedder(LanguageModelEmbedder):
 
     def _final_hidden(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.forward is None and is_hf_model(self.model):
-            return self.model.base_model(  # type: ignore[no-any-return]
-                input_ids=input_ids, attention_mask=mask, position_ids=positions(mask)
-            ).last_hidden_state
+            base = self.model.base_model
+            kwargs = {"input_ids": input_ids, "attention_mask": mask}
+            if accepts_position_ids(base):
+                kwargs["position_ids"] = positions(mask)
+            return base(**kwargs).last_hidden_state  # type: ignore[no-any-return]
         return self._hidden_states(input_ids, mask)[-1]
 
     def _embed_batch(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,6 @@ import torch
 
 from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings, check_choice, check_int
-from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
 __all__ = ["Precision", "exact_knn", "rescore"]
@@ -246,7 +245,7 @@ def rescore(points: torch.Tensor, candidates: torch.Tensor, k: int, metric: Metr
     """
     n = points.shape[0]
     if bool((candidates < 0).any()):
-        raise InvalidInputError("internal error: a point received fewer than k candidates")
+        raise RuntimeError("exact_knn: a point received fewer than k candidates (a bug)")
     rows_per_chunk = max(1, (64 * 2**20) // (4 * candidates.shape[1] * points.shape[1]))
     distances = torch.empty(candidates.shape, dtype=torch.float32, device=points.device)
     for start in range(0, n, rows_per_chunk):
