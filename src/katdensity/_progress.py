@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "progress_counter"]
 
 T = TypeVar("T")
 
@@ -19,9 +19,15 @@ def progress_bar(
     steps: Iterable[T], *, total: int, progress: bool | None, desc: str, unit: str
 ) -> Iterator[T]:
     """Wrap `steps` in a tqdm bar according to `progress` (`None`: automatic)."""
-    if progress is None:
-        # tqdm's disable=None turns the bar off when stderr is not a terminal.
-        disable: bool | None = None if total > _AUTO_MIN_STEPS else True
-    else:
-        disable = not progress
-    yield from tqdm(steps, total=total, desc=desc, unit=unit, disable=disable)
+    with progress_counter(total=total, progress=progress, desc=desc, unit=unit) as bar:
+        for step in steps:
+            yield step
+            bar.update()
+
+
+def progress_counter(*, total: int, progress: bool | None, desc: str, unit: str) -> tqdm:
+    """A tqdm bar advanced by hand (`bar.update()`), under the same rule as `progress_bar`."""
+    # tqdm's disable=None turns the bar off when stderr is not a terminal.
+    automatic = None if total > _AUTO_MIN_STEPS else True
+    disable = automatic if progress is None else not progress
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistinctRows", "distinct_rows"]
+__all__ = ["DistinctRows", "distinct_rows", "fingerprint", "group_by_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -18,26 +18,45 @@ class DistinctRows:
     counts: torch.Tensor  # (M,) int64: copies of each distinct value
 
 
+def fingerprint(rows: torch.Tensor) -> torch.Tensor:
+    """An int64 hash of each float32 row's bits: equal rows hash equally, others almost never.
+
+    Integer arithmetic wraps around exactly whatever the order of the sum, so a row's hash
+    never depends on where it sits (a float projection through BLAS can: its summation
+    order varies with the row's position in a block).
+    """
+    bits = rows.to(device="cpu", dtype=torch.float32).contiguous().view(torch.int32)
+    coefficients = torch.randint(
+        -(2**62), 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(0)
+    )
+    return (bits.to(torch.int64) * coefficients).sum(1)
+
+
+def group_by_fingerprint(fingerprints: torch.Tensor) -> DistinctRows | None:
+    """Group rows by fingerprint; `None` when all differ. Callers confirm the rows are equal."""
+    _, inverse, counts = torch.unique(fingerprints, return_inverse=True, return_counts=True)
+    if counts.numel() == fingerprints.numel():
+        return None
+    return DistinctRows(
+        first=_first_occurrence(inverse, counts.numel()), inverse=inverse, counts=counts
+    )
+
+
 def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
     """Group identical rows of `points`; `None` when every row is distinct (the common case)."""
-    n = points.shape[0]
-    # A random projection in float64 separates distinct rows; equal rows project equally.
-    direction = torch.randn(
-        points.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-    )
-    fingerprint = points.to(device="cpu", dtype=torch.float64) @ direction
-    _, inverse, counts = torch.unique(fingerprint, return_inverse=True, return_counts=True)
-    if counts.numel() == n:
+    groups = group_by_fingerprint(fingerprint(points))
+    if groups is None:
         return None
     cpu_points = points.cpu()
-    first = _first_occurrence(inverse, counts.numel())
-    if not torch.equal(cpu_points, cpu_points[first[inverse]]):
+    if not torch.equal(cpu_points, cpu_points[groups.first[groups.inverse]]):
         # Two different rows projected equally: fall back to the exact (slower) row sort.
         _, inverse, counts = torch.unique(
             cpu_points, dim=0, return_inverse=True, return_counts=True
         )
-        first = _first_occurrence(inverse, counts.numel())
-    return DistinctRows(first=first, inverse=inverse, counts=counts)
+        groups = DistinctRows(
+            first=_first_occurrence(inverse, counts.numel()), inverse=inverse, counts=counts
+        )
+    return groups
 
 
 def _first_occurrence(inverse: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.knn._rows import RowSource, in_memory
 from katdensity.knn.approx import approx_knn
 from katdensity.knn.neighbors import Metric, Neighbors
 
@@ -52,9 +53,9 @@ class ApproxKNNDensity(KNNDensityEstimator):
         self.seed = check_int("seed", seed)
         self.n_jobs = n_jobs
 
-    def _neighbors(self, points: torch.Tensor) -> Neighbors:
+    def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
         return approx_knn(
-            points,
+            in_memory(points),
             self.k,
             metric=self.metric,
             n_neighbors=self.n_neighbors,

@@ -9,6 +9,7 @@ import torch
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.knn._rows import RowSource, in_memory, on_device
 from katdensity.knn.approx import approx_knn
 from katdensity.knn.exact import exact_knn
 from katdensity.knn.neighbors import Metric, Neighbors
@@ -62,11 +63,11 @@ class AutoKNNDensity(KNNDensityEstimator):
         self.device = torch.device(device)
         self.seed = check_int("seed", seed)
 
-    def _neighbors(self, points: torch.Tensor) -> Neighbors:
-        n, dim = points.shape
+    def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
+        n, dim = (points.n, points.dim) if isinstance(points, RowSource) else points.shape
         search = choose_search(n, dim, self.device)
         logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
         if search == "exact":
-            found = exact_knn(points.to(self.device), self.k, metric=self.metric)
+            found = exact_knn(on_device(points, self.device), self.k, metric=self.metric)
             return Neighbors(found.distances.cpu(), found.indices.cpu(), self.metric)
-        return approx_knn(points, self.k, metric=self.metric, seed=self.seed)
+        return approx_knn(in_memory(points), self.k, metric=self.metric, seed=self.seed)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from typing import Literal
 
 import numpy as np
 import torch
 
 from katdensity._validate import as_embeddings, check_choice, check_int, check_real
-from katdensity.density._duplicates import distinct_rows
+from katdensity.density._duplicates import (
+    DistinctRows,
+    distinct_rows,
+    fingerprint,
+    group_by_fingerprint,
+)
 from katdensity.density.formula import knn_log_density
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
+from katdensity.knn._rows import MappedRows, RowSource
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
 __all__ = ["KNNDensityEstimator"]
@@ -22,6 +29,31 @@ logger = logging.getLogger(__name__)
 
 # center="auto" centres above this norm of the mean unit row (see KNNDensityEstimator).
 _ANISOTROPY_THRESHOLD = 0.8
+# Rows read at a time by the streamed pass over a memory-mapped file.
+_STREAM_ROWS = 32_768
+
+
+def open_npy(path: str | os.PathLike[str]) -> np.memmap:
+    """Memory-map an `.npy` file of embeddings read-only."""
+    if not os.path.isfile(path) or not str(path).endswith(".npy"):
+        raise InvalidInputError(
+            f"embeddings given as a path should name an existing .npy file, but got {path}"
+        )
+    array = np.load(path, mmap_mode="r")
+    if not isinstance(array, np.memmap):
+        raise InvalidInputError(f"{path} could not be memory-mapped; load it and pass the array")
+    return array
+
+
+def _copies_equal(array: np.memmap, duplicates: DistinctRows) -> bool:
+    """Do the rows grouped together really hold equal values? Read group by group."""
+    repeated = (duplicates.counts[duplicates.inverse] > 1).nonzero().squeeze(1)
+    for start in range(0, repeated.numel(), _STREAM_ROWS):
+        rows = repeated[start : start + _STREAM_ROWS].numpy()
+        originals = duplicates.first[duplicates.inverse[rows]].numpy()
+        if not np.array_equal(array[rows], array[originals]):
+            return False
+    return True
 
 
 class KNNDensityEstimator(abc.ABC):
@@ -65,12 +97,16 @@ class KNNDensityEstimator(abc.ABC):
             )
         self.center = center
 
-    def estimate(self, embeddings: torch.Tensor | np.ndarray) -> DensityResult:
+    def estimate(
+        self, embeddings: torch.Tensor | np.ndarray | str | os.PathLike[str]
+    ) -> DensityResult:
         """Estimate the log-density at every row of `embeddings`.
 
         Args:
             embeddings: `(N, D)` tensor or array with more than `k` distinct rows; it is
-                not modified.
+                not modified. A `numpy.memmap` or the path of an `.npy` file is read in
+                blocks instead of loaded (out-of-core; the exact search then streams it,
+                see [`exact_knn`][katdensity.exact_knn]).
 
         Returns:
             The density of each row, the neighbour graph, and the dimension used.
@@ -81,15 +117,14 @@ class KNNDensityEstimator(abc.ABC):
             InvalidInputError: NaN/inf rows, an empty or 1-D input, or `k >=` the number
                 of distinct rows.
         """
-        points = as_embeddings(embeddings)
-        if self._should_center(points):
-            points = points - points.mean(dim=0, keepdim=True)
-            if self.metric == "ip":
-                # "ip" promises unit rows; the cosine search normalises by itself.
-                points = torch.nn.functional.normalize(points, dim=1)
-        duplicates = distinct_rows(points)
-        distinct = points if duplicates is None else points[duplicates.first]
-        n, n_distinct = points.shape[0], distinct.shape[0]
+        if isinstance(embeddings, (str, os.PathLike)):
+            embeddings = open_npy(embeddings)
+        search_rows: torch.Tensor | RowSource
+        if isinstance(embeddings, np.memmap):
+            search_rows, duplicates, n = self._prepare_mapped(embeddings)
+        else:
+            search_rows, duplicates, n = self._prepare_in_memory(embeddings)
+        n_distinct = n if duplicates is None else duplicates.counts.numel()
         if self.k >= n_distinct:
             points_held = (
                 f"points (N={n})"
@@ -100,7 +135,7 @@ class KNNDensityEstimator(abc.ABC):
                 f"k should be smaller than the number of {points_held}, but got k={self.k}; "
                 "lower k or pass more points"
             )
-        neighbors = self._neighbors(distinct)
+        neighbors = self._neighbors(search_rows)
         log_density, dim = knn_log_density(neighbors, intrinsic_dim=self.intrinsic_dim)
         multiplicity = torch.ones(n, dtype=torch.int64)
         if duplicates is not None:
@@ -127,18 +162,73 @@ class KNNDensityEstimator(abc.ABC):
             multiplicity=multiplicity,
         )
 
+    def _prepare_in_memory(
+        self, embeddings: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, DistinctRows | None, int]:
+        points = as_embeddings(embeddings)
+        # Copies are found in the input itself: centring and normalising could round two
+        # equal rows differently (vectorised reductions depend on a row's position).
+        duplicates = distinct_rows(points)
+        distinct = points if duplicates is None else points[duplicates.first]
+        if self._should_center(points):
+            distinct = distinct - points.mean(dim=0, keepdim=True)
+            if self.metric == "ip":
+                # "ip" promises unit rows; the cosine search normalises by itself.
+                distinct = torch.nn.functional.normalize(distinct, dim=1)
+        return distinct, duplicates, points.shape[0]
+
+    def _prepare_mapped(self, array: np.memmap) -> tuple[MappedRows, DistinctRows | None, int]:
+        """One streamed pass (checks, centre, fingerprints); the rows stay on disk."""
+        if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+            raise InvalidInputError(
+                f"embeddings should be a 2-D (N, D) array, but got shape {array.shape}"
+            )
+        n, dim = array.shape
+        total = torch.zeros(dim, dtype=torch.float64)
+        unit_total = torch.zeros(dim, dtype=torch.float64)
+        fingerprints = []
+        for start in range(0, n, _STREAM_ROWS):
+            rows = MappedRows(array, normalize=False).block(start, min(n, start + _STREAM_ROWS))
+            total += rows.double().sum(0)
+            unit_total += torch.nn.functional.normalize(rows.double(), dim=1).sum(0)
+            fingerprints.append(fingerprint(rows))
+        center = self._center_decision(float((unit_total / n).norm()))
+        duplicates = group_by_fingerprint(torch.cat(fingerprints))
+        if duplicates is not None and not _copies_equal(array, duplicates):
+            raise InvalidInputError(
+                "two different rows of the file share a fingerprint (vanishingly rare); "
+                "load the file into memory and pass the tensor instead"
+            )
+        source = MappedRows(
+            array,
+            rows=None if duplicates is None else duplicates.first.numpy(),
+            shift=(total / n).float() if center else None,
+            normalize=self.metric == "cosine" or (center and self.metric == "ip"),
+        )
+        return source, duplicates, n
+
     def _should_center(self, points: torch.Tensor) -> bool:
+        if self.metric == "euclidean" or self.center != "auto":
+            return self._center_decision(0.0)
+        unit_mean = torch.nn.functional.normalize(points, dim=1).mean(dim=0)
+        return self._center_decision(float(unit_mean.norm()))
+
+    def _center_decision(self, anisotropy: float) -> bool:
+        """Centre or not, given the norm of the mean unit row (used only for "auto")."""
         if self.metric == "euclidean" or self.center is False:
             return False
         if self.center is True:
             return True
-        anisotropy = float(torch.nn.functional.normalize(points, dim=1).mean(dim=0).norm())
         logger.info("anisotropy (norm of the mean unit row) %.3f", anisotropy)
         return anisotropy > _ANISOTROPY_THRESHOLD
 
     @abc.abstractmethod
-    def _neighbors(self, points: torch.Tensor) -> Neighbors:
-        """The k nearest neighbours of every row of the validated float32 `points`."""
+    def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
+        """The k nearest neighbours of every row of the validated float32 `points`.
+
+        A `RowSource` (rows of a memory-mapped file) is streamed by the exact search;
+        other searches may read it whole with `points.block(0, points.n)`.
+        """
 
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())

@@ -8,6 +8,7 @@ import torch
 
 from katdensity._validate import check_choice, check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.knn._rows import RowSource, on_device
 from katdensity.knn.exact import Precision, exact_knn
 from katdensity.knn.neighbors import Metric, Neighbors
 
@@ -61,9 +62,9 @@ class ExactKNNDensity(KNNDensityEstimator):
         self.memory_budget_bytes = check_int("memory_budget_bytes", memory_budget_bytes, low=1)
         self.progress = progress
 
-    def _neighbors(self, points: torch.Tensor) -> Neighbors:
+    def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
         if self.device is not None:
-            points = points.to(self.device)
+            points = on_device(points, self.device)
         neighbors = exact_knn(
             points,
             self.k,

@@ -1,0 +1,119 @@
+"""Where the exact search reads its rows from: a tensor in memory, or a memory-mapped array.
+
+A row source hands out blocks of rows already prepared for the search (float32, shifted by
+the centre, L2-normalised for cosine) on the search device, so the search never needs the
+whole matrix at once when it lives on disk.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import torch
+
+from katdensity.errors import InvalidInputError
+
+__all__ = ["MappedRows", "RowSource", "TensorRows", "in_memory", "on_device"]
+
+
+class RowSource(abc.ABC):
+    """`n` rows of dimension `dim`, read by block or by index."""
+
+    n: int
+    dim: int
+    device: torch.device
+
+    @abc.abstractmethod
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        """Rows `start:stop` as a `(stop - start, dim)` float32 tensor on `device`."""
+
+    @abc.abstractmethod
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows `index` (any shape of int64) as an `(*index.shape, dim)` float32 tensor."""
+
+
+class TensorRows(RowSource):
+    """Rows of a tensor that is already in memory (normalised once, up front, for cosine)."""
+
+    def __init__(self, points: torch.Tensor, *, normalize: bool) -> None:
+        points = points.to(torch.float32)
+        self.points = torch.nn.functional.normalize(points, dim=1) if normalize else points
+        self.n, self.dim = self.points.shape
+        self.device = self.points.device
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return self.points[start:stop]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.points[index]
+
+
+class MappedRows(RowSource):
+    """Rows of a (memory-mapped) NumPy array, read only when asked for.
+
+    Args:
+        array: `(M, D)` array, typically `np.load(path, mmap_mode="r")`.
+        rows: which rows of `array` make up this source (e.g. the distinct ones); all if `None`.
+        shift: `(D,)` subtracted from every row (the centre), or `None`.
+        normalize: L2-normalise rows after the shift.
+        device: where blocks are returned.
+    """
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        *,
+        rows: np.ndarray | None = None,
+        shift: torch.Tensor | None = None,
+        normalize: bool,
+        device: torch.device | None = None,
+    ) -> None:
+        self.array = array
+        self.rows = rows
+        self.shift = None if shift is None else shift.to(torch.float32)
+        self.normalize = normalize
+        self.n = array.shape[0] if rows is None else rows.shape[0]
+        self.dim = array.shape[1]
+        self.device = torch.device("cpu") if device is None else device
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        selection = slice(start, stop) if self.rows is None else self.rows[start:stop]
+        return self._prepare(self.array[selection], first_row=start)
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        flat = index.reshape(-1).cpu().numpy()
+        source_rows = flat if self.rows is None else self.rows[flat]
+        return self._prepare(self.array[source_rows], first_row=None).view(*index.shape, self.dim)
+
+    def _prepare(self, values: np.ndarray, *, first_row: int | None) -> torch.Tensor:
+        rows = torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
+        finite = torch.isfinite(rows).all(dim=1)
+        if not bool(finite.all()):
+            where = (
+                "" if first_row is None else f" (row {first_row + int((~finite).nonzero()[0, 0])})"
+            )
+            raise InvalidInputError(
+                f"embeddings should be finite, but the file holds NaN or inf{where}; "
+                "drop or fix those rows"
+            )
+        if self.shift is not None:
+            rows = rows - self.shift
+        if self.normalize:
+            rows = torch.nn.functional.normalize(rows, dim=1)
+        return rows.to(self.device)
+
+
+def on_device(rows: torch.Tensor | RowSource, device: torch.device) -> torch.Tensor | RowSource:
+    """The same rows, searched on `device` (a memory-mapped source moves blocks as it reads)."""
+    if isinstance(rows, torch.Tensor):
+        return rows.to(device)
+    if isinstance(rows, MappedRows):
+        rows.device = device
+        return rows
+    return TensorRows(rows.block(0, rows.n).to(device), normalize=False)
+
+
+def in_memory(rows: torch.Tensor | RowSource) -> torch.Tensor:
+    """All the rows as one tensor (for searches that cannot stream)."""
+    return rows if isinstance(rows, torch.Tensor) else rows.block(0, rows.n)

@@ -1,0 +1,62 @@
+"""Memory-mapped embeddings are streamed in panels and give the in-memory result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from katdensity import ExactKNNDensity, exact_knn
+from katdensity.errors import InvalidInputError
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[Path, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randn(700, 20, generator=generator) + 3.0  # anisotropic: "auto" centres
+    rows = torch.cat([rows, rows[:25], rows[:5]])  # copies, found across panels
+    path = tmp_path / "emb.npy"
+    np.save(path, rows.numpy())
+    return path, rows
+
+
+# 4 KiB of tiles and 20 KiB panels (128 rows of 20 floats): the 730 rows span six panels.
+SMALL = {"memory_budget_bytes": 20 * 1024}
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "ip"])
+def test_streamed_estimate_equals_in_memory(stored: tuple[Path, torch.Tensor], metric: str) -> None:
+    path, rows = stored
+    if metric == "ip":
+        rows = torch.nn.functional.normalize(rows, dim=1)
+        np.save(path, rows.numpy())
+    estimator = ExactKNNDensity(k=6, metric=metric, **SMALL)  # type: ignore[arg-type]
+    expected = estimator.estimate(rows)
+    for given in (path, str(path), np.load(path, mmap_mode="r")):
+        result = estimator.estimate(given)  # type: ignore[arg-type]
+        assert torch.equal(result.neighbors.indices, expected.neighbors.indices)
+        torch.testing.assert_close(result.log_density, expected.log_density, rtol=1e-5, atol=1e-5)
+        assert torch.equal(result.multiplicity, expected.multiplicity)
+    assert int(expected.multiplicity.max()) == 3
+
+
+def test_exact_knn_streams_a_memmap_in_panels(stored: tuple[Path, torch.Tensor]) -> None:
+    path, rows = stored
+    rows = rows[:700]
+    np.save(path, rows.numpy())
+    streamed = exact_knn(np.load(path, mmap_mode="r"), 5, **SMALL)
+    whole = exact_knn(rows, 5)
+    assert torch.equal(streamed.indices, whole.indices)
+    torch.testing.assert_close(streamed.distances, whole.distances)
+
+
+def test_bad_files_are_named(tmp_path: Path) -> None:
+    bad = np.ones((50, 4), dtype=np.float32)
+    bad[17, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(InvalidInputError, match=r"NaN or inf \(row 17\)"):
+        ExactKNNDensity(k=3).estimate(tmp_path / "bad.npy")
+    with pytest.raises(InvalidInputError, match=r"existing \.npy file"):
+        ExactKNNDensity(k=3).estimate(tmp_path / "missing.npy")
