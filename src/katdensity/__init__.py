@@ -24,6 +24,7 @@ from katdensity.embedders import (
     HashingEmbedder,
     HiddenStateEmbedder,
     LogitEmbedder,
+    embed_distributed,
 )
 from katdensity.errors import InvalidInputError, KatDensityError, MissingDependencyError
 from katdensity.knn import Neighbors, approx_knn, exact_knn, knn_recall
@@ -60,6 +61,7 @@ __all__ = [
     "__version__",
     "approx_knn",
     "effective_sample_size",
+    "embed_distributed",
     "exact_knn",
     "get_embedder",
     "get_estimator",

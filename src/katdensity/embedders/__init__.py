@@ -1,6 +1,7 @@
 """Embedders: texts to `(N, D)` tensors, the first stage of the pipeline."""
 
 from katdensity.embedders.base import Embedder
+from katdensity.embedders.distributed import embed_distributed
 from katdensity.embedders.external import ExternalEmbedder
 from katdensity.embedders.hashing import HashingEmbedder
 from katdensity.embedders.hidden_state import HiddenStateEmbedder, pool
@@ -12,5 +13,6 @@ __all__ = [
     "HashingEmbedder",
     "HiddenStateEmbedder",
     "LogitEmbedder",
+    "embed_distributed",
     "pool",
 ]
