@@ -1,14 +1,18 @@
-"""Exact self-kNN graph: katdensity vs faiss-cpu IndexFlatIP vs scikit-learn brute force.
+"""Self-kNN graph: katdensity exact/approx vs faiss-cpu, scikit-learn, pynndescent, hnswlib.
 
 Each method runs in a fresh subprocess on the same seeded data (a Zipf-sized Gaussian
-mixture on the unit sphere), so peak memory is that process's own. Recall@k is measured
-against faiss (fp32 exact). Run from the repository root:
+mixture on the unit sphere, written once to an .npy file), so peak memory is that process's
+own. Recall@k is measured on 2,000 seeded query rows against a brute-force fp32 search.
+Run from the repository root:
 
-    python benchmarks/bench_knn.py            # N=50,000, D=384, k=10
-    python benchmarks/bench_knn.py --n 20000 --methods katdensity faiss
+    python benchmarks/bench_knn.py                      # N=50,000, D=384, k=10, all methods
+    python benchmarks/bench_knn.py --n 200000 --dim 768 --methods katdensity faiss
+    python benchmarks/bench_knn.py --n 1000000 --methods katdensity-approx pynndescent hnswlib
 
+`katdensity-memmap` is the exact search streaming the .npy file from disk (out-of-core).
 Approximate methods (katdensity-approx, raw pynndescent) run a warm-up call first, whose
-time is reported as the first-call JIT cost, then the timed build of the whole graph.
+time is reported as the first-call JIT cost, then the timed build of the whole graph;
+hnswlib's time is its index build plus the query of every point.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ from pathlib import Path
 import numpy as np
 from _report import machine, markdown_table, print_table, write_section
 
-METHODS = ("katdensity", "katdensity-bf16", "faiss", "sklearn", "katdensity-approx", "pynndescent")
+METHODS = (
+    "katdensity",
+    "katdensity-memmap",
+    "katdensity-bf16",
+    "faiss",
+    "sklearn",
+    "katdensity-approx",
+    "pynndescent",
+    "hnswlib",
+)
+_RECALL_QUERIES = 2000
 # Approximate methods JIT-compile on first use in every process: timed apart, on a warm-up.
 _JIT = ("katdensity-approx", "pynndescent")
 
@@ -33,15 +47,19 @@ _JIT = ("katdensity-approx", "pynndescent")
 def make_data(n: int, dim: int, seed: int = 0) -> np.ndarray:
     from katdensity.synthetic import prompt_mixture
 
-    # 200 topics of Zipf sizes summing to about n (harmonic number H_200 ~ 5.878).
+    # 200 topics of Zipf sizes summing to a little over n (harmonic number H_200 ~ 5.878;
+    # rounding each size down loses up to 200 points).
     data = prompt_mixture(
-        n_topics=200, topic_size=int(n / 5.8) + 1, dim=dim, topic_dim=32, n_modes=0, seed=seed
+        n_topics=200, topic_size=int((n + 250) / 5.8), dim=dim, topic_dim=32, n_modes=0, seed=seed
     )
+    if data.embeddings.shape[0] < n:
+        raise SystemExit(f"generated {data.embeddings.shape[0]} points, fewer than {n}")
     return data.embeddings[:n].numpy()
 
 
-def run_method(method: str, n: int, dim: int, k: int, out: Path) -> dict[str, float]:
-    points = make_data(n, dim)
+def run_method(method: str, data: Path, k: int, out: Path) -> dict[str, float]:
+    points = np.load(data, mmap_mode="r" if method == "katdensity-memmap" else None)
+    n, dim = points.shape
     jit_seconds = float("nan")
     if method in _JIT:
         start = time.perf_counter()
@@ -51,7 +69,11 @@ def run_method(method: str, n: int, dim: int, k: int, out: Path) -> dict[str, fl
         jit_seconds = time.perf_counter() - start
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    if method.startswith("katdensity"):
+    if method == "katdensity-memmap":
+        from katdensity import exact_knn
+
+        indices = exact_knn(points, k).indices.numpy()
+    elif method in ("katdensity", "katdensity-bf16"):
         import torch
 
         from katdensity import exact_knn
@@ -77,6 +99,15 @@ def run_method(method: str, n: int, dim: int, k: int, out: Path) -> dict[str, fl
         # What users would write: a graph of k + 1 neighbours, self dropped.
         index = pynndescent.NNDescent(points, metric="cosine", n_neighbors=k + 1, random_state=0)
         indices = _drop_self(index.neighbor_graph[0], k)
+    elif method == "hnswlib":
+        import hnswlib
+
+        index = hnswlib.Index(space="cosine", dim=dim)
+        index.init_index(max_elements=n, M=16, ef_construction=200, random_seed=0)
+        index.add_items(points, np.arange(n))
+        index.set_ef(50)
+        found, _ = index.knn_query(points, k=k + 1)
+        indices = _drop_self(found.astype(np.int64), k)
     elif method == "sklearn":
         from sklearn.neighbors import NearestNeighbors
 
@@ -97,6 +128,19 @@ def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
     return np.array([row[mask][:k] for row, mask in zip(found, keep, strict=True)])
 
 
+def brute_force_truth(points: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The exact fp32 neighbours of `rows` (self excluded), one query block at a time."""
+    truth = []
+    for start in range(0, rows.size, 250):
+        block = rows[start : start + 250]
+        scores = points[block] @ points.T
+        scores[np.arange(block.size), block] = -np.inf
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+        truth.append(np.take_along_axis(top, order, 1))
+    return np.concatenate(truth)
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), truth.tolist(), strict=True))
@@ -110,25 +154,34 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_method(args.worker, args.n, args.dim, args.k, Path(args.out))))
+        result = run_method(args.worker, Path(args.data), args.k, Path(args.out))
+        print(json.dumps(result))
         return
 
     results: dict[str, dict[str, float]] = {}
     found: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data.npy"
+        points = make_data(args.n, args.dim)
+        np.save(data, points)
+        queries = np.sort(
+            np.random.default_rng(0).choice(args.n, min(args.n, _RECALL_QUERIES), replace=False)
+        )
+        truth = brute_force_truth(points, queries, args.k)
+        del points
         for method in args.methods:
             out = Path(tmp) / f"{method}.npy"
             command = [sys.executable, __file__, "--worker", method, "--out", str(out)]
-            command += ["--n", str(args.n), "--dim", str(args.dim), "--k", str(args.k)]
+            command += ["--data", str(data), "--k", str(args.k)]
             completed = subprocess.run(command, capture_output=True, text=True, check=True)
             results[method] = json.loads(completed.stdout.strip().splitlines()[-1])
-            found[method] = np.load(out)
+            found[method] = np.load(out)[queries]
             print(f"{method}: {results[method]['seconds']:.1f} s", file=sys.stderr)
-    reference = found.get("faiss")
     header = [
         "method",
         "time (s)",
@@ -141,25 +194,30 @@ def main() -> None:
     for method in args.methods:
         seconds = results[method]["seconds"]
         ratio = results["faiss"]["seconds"] / seconds if "faiss" in results else float("nan")
-        rec = recall(found[method], reference) if reference is not None else float("nan")
         rows.append(
             [
                 method,
                 f"{seconds:.2f}",
-                f"{ratio:.2f}x",
+                f"{ratio:.2f}x" if "faiss" in results else "-",
                 f"{results[method]['peak_mib']:.0f}",
-                f"{rec:.5f}",
+                f"{recall(found[method], truth):.5f}",
                 f"{results[method]['jit_seconds']:.0f}" if method in _JIT else "-",
             ]
         )
     print_table(header, rows)
     if not args.no_write:
-        command = f"python benchmarks/bench_knn.py --n {args.n} --dim {args.dim} --k {args.k}"
+        methods = " ".join(args.methods)
+        command = (
+            f"python benchmarks/bench_knn.py --n {args.n} --dim {args.dim} --k {args.k} "
+            f"--methods {methods}"
+        )
         body = (
             f"## Self-kNN graph (N={args.n:,}, D={args.dim}, k={args.k}, cosine)\n\n"
-            f"`{command}` on {machine()}.\n\n" + markdown_table(header, rows)
+            f"`{command}` on {machine()}. Recall on {min(args.n, _RECALL_QUERIES):,} "
+            "seeded query rows against brute-force fp32.\n\n" + markdown_table(header, rows)
         )
-        write_section("knn", body)
+        name = "knn" if (args.n, args.dim) == (50_000, 384) else f"knn-{args.n}-{args.dim}"
+        write_section(name, body)
 
 
 if __name__ == "__main__":
