@@ -1,39 +1,35 @@
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
 from katdensity.cli import main
-from katdensity.demo import demo_report
+from katdensity.demo import run_demo
 
 
-def test_demo_equalises_topics_and_suppresses_modes() -> None:
-    report = demo_report(seed=0)
-    rows = re.findall(
-        r"^(topic \d+|near-duplicate mode \d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$", report, re.M
-    )
-    topics = [
-        (int(count), float(uniform), float(dense))
-        for name, count, uniform, dense in rows
-        if name.startswith("topic")
-    ]
-    modes = [float(dense) for name, _, _, dense in rows if name.startswith("near")]
-    assert len(topics) == 8 and len(modes) == 4
-    # Uniform shares follow the Zipf sizes; inverse-density shares are within 2x of equal.
-    assert topics[0][1] > 5 * topics[-1][1]
-    assert all(1 / 16 < dense < 2 / 8 for _, _, dense in topics)
-    assert all(share < 0.01 for share in modes)
+def test_demo_equalises_topics_and_starves_templated_near_duplicates() -> None:
+    result = run_demo(seed=0)
+    topics = {
+        group: s for group, s in result.shares.items() if group != "templated near-duplicates"
+    }
+    templated = result.shares["templated near-duplicates"]
+    assert len(topics) == 8 and not result.files
+    # The uniform sample follows the Zipf sizes; the inverse-density one is within 2x of equal.
+    assert max(s[1] for s in topics.values()) > 5 * min(s[1] for s in topics.values())
+    assert all(1 / 16 < s[2] < 2 / 8 for s in topics.values())
+    assert templated[1] > 0.1 and templated[2] < 0.01
+    assert "inverse-density sample" in result.report
 
 
-def test_cli_demo_runs_as_module() -> None:
+def test_cli_demo_runs_as_module(tmp_path: object) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "katdensity", "demo", "--seed", "1"],
+        [sys.executable, "-m", "katdensity", "demo", "--seed", "1", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "inverse-density share" in completed.stdout
+    assert "inverse-density sample" in completed.stdout
+    assert "report.md" in completed.stdout
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(capsys: object) -> None:

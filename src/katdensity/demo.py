@@ -1,67 +1,178 @@
 """The bundled demo: what inverse-density sampling does to a skewed prompt set.
 
-It builds a synthetic prompt space ([`prompt_mixture`][katdensity.synthetic.prompt_mixture]:
-Zipf-sized topics plus near-duplicate modes), estimates its density with exact kNN, and
-compares the composition of a uniform sample with that of an inverse-density sample.
+It generates prompts in words ([`generated_prompts`][katdensity.synthetic.generated_prompts]:
+eight topics of Zipf-distributed sizes plus templated near-duplicate families), embeds them
+with the [`HashingEmbedder`][katdensity.HashingEmbedder], estimates their density with exact
+kNN, and compares the composition of a uniform sample with that of an inverse-density sample
+of the same size (draws with replacement from
+[`InverseDensitySampler`][katdensity.InverseDensitySampler], as a trainer would see them).
+Everything runs offline in seconds.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from katdensity._atomic import atomic_path
+from katdensity._table import format_table
 from katdensity.density.exact import ExactKNNDensity
-from katdensity.synthetic import prompt_mixture
+from katdensity.density.result import DensityResult
+from katdensity.embedders.hashing import HashingEmbedder
+from katdensity.errors import MissingDependencyError
+from katdensity.io import prompt_id
+from katdensity.sampler import InverseDensitySampler
+from katdensity.synthetic import generated_prompts
 from katdensity.weights import effective_sample_size, inverse_density_weights
 
-__all__ = ["demo_report"]
+__all__ = ["DemoResult", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+_TEMPLATED = "templated near-duplicates"
 
 
-def demo_report(*, seed: int = 0, k: int = 10, beta: float = 1.0) -> str:
-    """Run the demo and return its report as text (one row per topic and per mode).
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo printed and wrote.
+
+    Attributes:
+        report: the composition table and summary, as printed.
+        shares: per group (topic name or `"templated near-duplicates"`), its share of the
+            prompt set, of the uniform sample and of the inverse-density sample.
+        files: the files written to the output folder.
+    """
+
+    report: str
+    shares: dict[str, tuple[float, float, float]]
+    files: list[Path]
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    k: int = 10,
+    beta: float = 1.0,
+    sample_size: int = 1000,
+) -> DemoResult:
+    """Run the demo and, with `out_dir`, write its files there.
+
+    The folder gets `prompts.jsonl` (one `{"id", "prompt", "src"}` per prompt, `src` being
+    its topic), `report.md` (the printed report), `view.json` and, with the `viz` extra
+    installed, `view.html` (the 3D view of [`katdensity.viz`][katdensity.viz]).
 
     Args:
-        seed: seed of the synthetic data.
+        out_dir: output folder, created if missing; `None` writes nothing.
+        seed: seed of the generated prompts and of both samples.
         k: neighbours for the density estimate.
         beta: strength of the inverse-density weighting.
+        sample_size: draws in each sample (with replacement).
     """
     start = time.perf_counter()
-    data = prompt_mixture(seed=seed)
-    result = ExactKNNDensity(k=k).estimate(data.embeddings)
+    data = generated_prompts(seed=seed)
+    n = len(data.texts)
+    embeddings = HashingEmbedder().embed(data.texts)
+    result = ExactKNNDensity(k=k).estimate(embeddings)
     weights = inverse_density_weights(result.log_density, beta=beta)
-    n = weights.shape[0]
-    rows = [("group", "prompts", "uniform share", "inverse-density share")]
-    for topic in range(int(data.topic.max()) + 1):
-        members = data.topic == topic
-        rows.append(_row(f"topic {topic}", members, weights))
-    for mode in range(int(data.mode.max()) + 1):
-        members = data.mode == mode
-        rows.append(_row(f"near-duplicate mode {mode}", members, weights))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(_align(row, widths)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    # What a trainer sees: draws with replacement from the sampler, one per training prompt.
+    uniform = torch.tensor(list(InverseDensitySampler(torch.ones(n), sample_size, seed=seed)))
+    dense = torch.tensor(list(InverseDensitySampler(weights, sample_size, seed=seed)))
+
+    labels = [_TEMPLATED if topic == "template" else topic for topic in data.topic]
+    groups = [*sorted(set(labels) - {_TEMPLATED}), _TEMPLATED]
+    shares = {
+        group: (
+            sum(label == group for label in labels) / n,
+            sum(labels[i] == group for i in uniform.tolist()) / sample_size,
+            sum(labels[i] == group for i in dense.tolist()) / sample_size,
+        )
+        for group in groups
+    }
     ess = effective_sample_size(weights)
-    summary = (
-        f"{n} prompts, {int(data.topic.max()) + 1} Zipf-sized topics of equal spread, "
-        f"{int(data.mode.max()) + 1} near-duplicate modes; k={k}, beta={beta}, "
-        f"estimated intrinsic dimension {result.intrinsic_dim:.1f}\n"
-        f"Uniform sampling follows topic size; inverse-density sampling gives each topic "
-        f"about the same share (ideal: {1 / (int(data.topic.max()) + 1):.3f}) and the modes "
-        f"almost none.\n"
-        f"Effective sample size {ess:.0f} of {n} ({ess / n:.2f}); "
-        f"took {time.perf_counter() - start:.1f} s"
+    topics = len(groups) - 1
+    report = "\n".join(
+        [
+            _table(shares, labels),
+            "",
+            f"{n} generated prompts: {topics} topics of Zipf-distributed sizes and "
+            f"{sum(label == _TEMPLATED for label in labels)} templated near-duplicates, "
+            f"hashing embedder, exact kNN with k={k}, beta={beta}.",
+            f"A uniform sample of {sample_size} follows topic size; the inverse-density sample "
+            f"gives each topic about the same share (ideal {1 / topics:.3f}) and the templated "
+            "near-duplicates almost none.",
+            f"Effective sample size {ess:.0f} of {n} ({ess / n:.2f}); "
+            f"took {time.perf_counter() - start:.1f} s.",
+        ]
     )
-    return "\n".join([*lines, "", summary])
+    files: list[Path] = []
+    if out_dir is not None:
+        files = _write_outputs(
+            Path(out_dir), data.texts, labels, embeddings, result, weights, report
+        )
+    return DemoResult(report=report, shares=shares, files=files)
 
 
-def _align(row: tuple[str, ...], widths: list[int]) -> list[str]:
-    """First column left-aligned, the numbers right-aligned."""
-    cells = [row[0].ljust(widths[0])]
-    return cells + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+def _table(shares: dict[str, tuple[float, float, float]], labels: list[str]) -> str:
+    rows = [("group", "prompts", "of the set", "uniform sample", "inverse-density sample")]
+    for group, (whole, uniform, dense) in shares.items():
+        count = sum(label == group for label in labels)
+        rows.append((group, str(count), f"{whole:.3f}", f"{uniform:.3f}", f"{dense:.3f}"))
+    return format_table(rows)
 
 
-def _row(name: str, members: torch.Tensor, weights: torch.Tensor) -> tuple[str, str, str, str]:
-    n = weights.shape[0]
-    count = int(members.sum())
-    return (name, str(count), f"{count / n:.3f}", f"{float(weights[members].sum()):.3f}")
+def _write_outputs(
+    folder: Path,
+    texts: list[str],
+    labels: list[str],
+    embeddings: torch.Tensor,
+    result: DensityResult,
+    weights: torch.Tensor,
+    report: str,
+) -> list[Path]:
+    from katdensity import viz
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [prompt_id(text) for text in texts]
+    prompts, report_path = folder / "prompts.jsonl", folder / "report.md"
+    with atomic_path(prompts) as temporary, temporary.open("w", encoding="utf-8") as out:
+        for identifier, text, label in zip(ids, texts, labels, strict=True):
+            out.write(json.dumps({"id": identifier, "prompt": text, "src": label}) + "\n")
+    with atomic_path(report_path) as temporary:
+        temporary.write_text(f"# katdensity demo\n\n```text\n{report}\n```\n", encoding="utf-8")
+    files = [prompts, report_path]
+    json_path, html_path = folder / "view.json", folder / "view.html"
+    try:
+        viz.write_view(
+            html_path,
+            embeddings,
+            log_density=result.log_density,
+            weights=weights,
+            texts=texts,
+            ids=ids,
+            labels=labels,
+            neighbors=result.neighbors,
+            json_path=json_path,
+            title="katdensity demo: generated prompts",
+        )
+        files += [html_path, json_path]
+    except MissingDependencyError:
+        viz.write_view_json(
+            json_path,
+            embeddings,
+            log_density=result.log_density,
+            weights=weights,
+            texts=texts,
+            ids=ids,
+            labels=labels,
+            neighbors=result.neighbors,
+        )
+        files.append(json_path)
+        logger.warning('view.html needs plotly: pip install "katdensity[viz]"')
+    return files

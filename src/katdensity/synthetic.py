@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from katdensity._validate import check_int, check_real
 
-__all__ = ["PromptMixture", "prompt_mixture"]
+__all__ = ["GeneratedPrompts", "PromptMixture", "generated_prompts", "prompt_mixture"]
 
 
 @dataclass(frozen=True)
@@ -105,4 +106,112 @@ def prompt_mixture(
         topic=torch.cat(topics)[order].to(torch.int64),
         mode=torch.cat(modes)[order].to(torch.int64),
         mode_prompt=prompts,
+    )
+
+
+_TOPIC_WORDS = {
+    "cooking": "saffron risotto braise sourdough marinade shallot brisket custard "
+    "caramel dumpling ginger paprika skillet broth pastry basil",
+    "astronomy": "nebula quasar pulsar comet telescope galaxy eclipse orbit asteroid "
+    "supernova redshift exoplanet meteor aurora parallax nova",
+    "law": "contract tort statute plaintiff verdict appeal testimony jurisdiction "
+    "injunction liability affidavit subpoena precedent tenancy copyright probate",
+    "gardening": "compost mulch tulip pruning seedling trellis orchid perennial "
+    "hydrangea aphid greenhouse loam bulb hedge lavender rhubarb",
+    "music": "sonata chord tempo violin cadence harmony overture saxophone rhythm "
+    "melody chorus timbre fugue ukulele syncopation octave",
+    "programming": "recursion compiler pointer closure iterator mutex lambda "
+    "refactoring bytecode hashmap debugger coroutine regex tuple exception generics",
+    "medicine": "insulin antibiotic vaccine fracture cardiology dosage symptom "
+    "diagnosis allergy migraine cholesterol anesthesia stethoscope biopsy scalpel sedative",
+    "sailing": "spinnaker keel tiller regatta mooring halyard catamaran anchor "
+    "jib starboard rudder buoy schooner mast dinghy lighthouse",
+}
+
+_TEMPLATES = (
+    "Explain how {0} relates to {1}.",
+    "Write a short story that involves {0}, {1} and {2}.",
+    "What is the difference between {0} and {1}?",
+    "Give three tips about {0} for a beginner who knows {1}.",
+    "Why does {0} matter when dealing with {1} and {2}?",
+    "Compare {0}, {1} and {2} in a table.",
+    "Summarise what an expert would say about {0} and {1}.",
+    "Describe a common mistake with {0} and how {1} helps.",
+)
+
+# Templated families that real prompt sets are full of: the same request with a slot changed.
+_NEAR_DUPLICATE_TEMPLATES = (
+    "What is {0} plus {1}? Answer with a number.",
+    "Translate 'good morning number {0}' into French.",
+    "Write a haiku about autumn leaves, version {0}.",
+    "Rate this product review on a scale of 1 to {0}: great value.",
+)
+
+
+@dataclass(frozen=True)
+class GeneratedPrompts:
+    """Prompt texts with their ground-truth structure.
+
+    Attributes:
+        texts: the prompts, shuffled.
+        topic: topic name per prompt, or `"template"` for a near-duplicate.
+        group: `-1`, or the near-duplicate template family of the prompt.
+    """
+
+    texts: list[str]
+    topic: list[str]
+    group: list[int]
+
+
+def generated_prompts(
+    topic_size: int = 1200,
+    *,
+    zipf_exponent: float = 1.0,
+    n_groups: int = 4,
+    group_size: int = 150,
+    seed: int = 0,
+) -> GeneratedPrompts:
+    """Generate a skewed prompt set in words: Zipf-sized topics plus templated near-duplicates.
+
+    There are 8 topics, each with its own vocabulary of 16 words; topic `t` (in the order of
+    `GeneratedPrompts.topic`'s first appearance is not meaningful, sizes follow the fixed
+    topic order cooking, astronomy, law, ...) holds `topic_size / (t + 1) ** zipf_exponent`
+    prompts built from shared templates and the topic's words, so every topic spans a
+    similar region of text space. Each near-duplicate family repeats one request with a
+    number changed, like the templated problems of real prompt sets.
+
+    Args:
+        topic_size: prompts in the largest topic.
+        zipf_exponent: how fast topic sizes fall.
+        n_groups: near-duplicate families (at most 4).
+        group_size: prompts per family.
+        seed: the same seed gives the same prompts.
+    """
+    check_int("topic_size", topic_size, low=2)
+    check_real("zipf_exponent", zipf_exponent, low=0.0)
+    check_int("n_groups", n_groups, low=0, high=len(_NEAR_DUPLICATE_TEMPLATES) + 1)
+    check_int("group_size", group_size, low=1)
+    check_int("seed", seed, low=0)
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, str, int]] = []
+    for rank, (topic, words) in enumerate(_TOPIC_WORDS.items()):
+        vocabulary = words.split()
+        size = max(2, int(topic_size / (rank + 1) ** zipf_exponent))
+        seen: set[str] = set()
+        while len(seen) < size:
+            template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
+            picks = rng.choice(len(vocabulary), size=3, replace=False)
+            text = template.format(*(vocabulary[i] for i in picks))
+            if text not in seen:
+                seen.add(text)
+                rows.append((text, topic, -1))
+    for group in range(n_groups):
+        template = _NEAR_DUPLICATE_TEMPLATES[group]
+        for i in range(group_size):
+            rows.append((template.format(i + 2, (7 * i) % 13 + 1), "template", group))
+    order = rng.permutation(len(rows))
+    return GeneratedPrompts(
+        texts=[rows[i][0] for i in order],
+        topic=[rows[i][1] for i in order],
+        group=[rows[i][2] for i in order],
     )

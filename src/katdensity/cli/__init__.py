@@ -11,7 +11,7 @@ import logging
 import sys
 
 from katdensity import __version__
-from katdensity.cli import commands
+from katdensity.cli import commands, tools
 from katdensity.errors import KatDensityError
 
 __all__ = ["main"]
@@ -22,24 +22,46 @@ def _parser() -> argparse.ArgumentParser:
         prog="katdensity",
         description="Inverse-density prompt sampling for RL fine-tuning.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="pipeline: katdensity prompts -> embed -> weights -> sample",
+        epilog="pipeline: katdensity prompts -> embed -> weights -> sample\n"
+        "inspect:  katdensity neighbors | diversity | viz",
     )
     parser.add_argument("--version", action="version", version=f"katdensity {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log messages")
+    # The same two switches after the subcommand; SUPPRESS keeps a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks"
+    )
+    shared.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, epilog=f"example: {example}")
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            parents=[shared],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     demo = command(
         "demo",
-        "compare uniform and inverse-density sampling on bundled synthetic data",
-        "katdensity demo --beta 0.5",
+        "compare uniform and inverse-density sampling on bundled generated prompts",
+        "katdensity demo --out katdensity-demo --beta 0.5",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    demo.add_argument(
+        "--out",
+        default="katdensity-demo",
+        help="folder for prompts.jsonl, report.md, view.json, view.html (default katdensity-demo)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the prompts (default 0)")
     demo.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
     demo.add_argument("--beta", type=float, default=1.0, help="weighting strength (default 1.0)")
+    demo.add_argument(
+        "--sample-size", type=int, default=1000, help="prompts per sample (default 1000)"
+    )
     demo.set_defaults(run=commands.run_demo)
 
     prompts = command(
@@ -103,6 +125,56 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="output text file of ids")
     sample.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sample.set_defaults(run=commands.run_sample)
+
+    neighbors = command(
+        "neighbors",
+        "the stored prompts most similar (cosine) to a query text or to a stored prompt",
+        'katdensity neighbors --emb emb.pt --data prompts.jsonl --query "sort a list" -k 5',
+    )
+    neighbors.add_argument("--emb", required=True, help="embeddings file")
+    neighbors.add_argument("--data", help="prompt JSONL, to show the texts")
+    neighbors.add_argument("--field", help="key holding the prompt, if not detected")
+    target = neighbors.add_mutually_exclusive_group(required=True)
+    target.add_argument("--query", help="a text, embedded with the file's recorded embedder")
+    target.add_argument("--id", help="the id of a stored prompt")
+    neighbors.add_argument("-k", type=int, default=5, help="neighbours to show (default 5)")
+    neighbors.set_defaults(run=tools.run_neighbors)
+
+    diversity = command(
+        "diversity",
+        "a mode-collapse report on generations: distinct-n, TTR, Gini, self-BLEU, Vendi",
+        "katdensity diversity --data after.jsonl --compare before.jsonl --json report.json",
+    )
+    diversity.add_argument("--data", required=True, help="JSONL of generations")
+    diversity.add_argument("--field", default="text", help="key holding the text (default text)")
+    diversity.add_argument("--compare", help="a second JSONL, reported side by side with deltas")
+    diversity.add_argument("--json", help="also write the report as JSON here")
+    diversity.add_argument(
+        "--embedder",
+        default="hashing",
+        help="embedder for the Vendi score (default hashing; `none` skips it)",
+    )
+    diversity.set_defaults(run=tools.run_diversity)
+
+    viz = command(
+        "viz",
+        "a self-contained 3D HTML view of prompt space, sized by inverse density",
+        "katdensity viz --emb emb.pt --data prompts.jsonl --label src --out view.html",
+    )
+    viz.add_argument("--emb", required=True, help="embeddings file")
+    viz.add_argument("--out", required=True, help="output HTML file")
+    viz.add_argument("--data", help="prompt JSONL, for hover texts and labels")
+    viz.add_argument("--field", help="key holding the prompt, if not detected")
+    viz.add_argument("--json", help="also write the points as JSON here")
+    viz.add_argument("--label", help="record field that colours the points (e.g. src)")
+    viz.add_argument("--projection", default="pca", help="pca (default) or umap")
+    viz.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
+    viz.add_argument("--estimator", default="auto", help="exact, approx or auto (default)")
+    viz.add_argument(
+        "--max-points", type=int, default=20_000, help="points drawn at most (default 20000)"
+    )
+    viz.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
+    viz.set_defaults(run=tools.run_viz)
     return parser
 
 

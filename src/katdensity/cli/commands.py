@@ -6,23 +6,35 @@ import argparse
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from katdensity._atomic import atomic_path
+from katdensity.density.result import DensityEstimator
 from katdensity.errors import InvalidInputError
 from katdensity.io import load_embeddings, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.subset import select_subset
 from katdensity.weights import effective_sample_size, inverse_density_weights
 
-__all__ = ["run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
+__all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
+
+
+def estimator_for(name: str, *, k: int, quiet: bool) -> DensityEstimator:
+    """The named estimator; `--quiet` turns off the exact search's progress bar."""
+    options: dict[str, Any] = {"k": k}
+    if quiet and name in ("exact", "auto"):
+        options["progress"] = False
+    return get_estimator(name, **options)
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from katdensity.demo import demo_report
+    from katdensity.demo import run_demo as demo
 
-    print(demo_report(seed=args.seed, k=args.k, beta=args.beta))
+    result = demo(args.out, seed=args.seed, k=args.k, beta=args.beta, sample_size=args.sample_size)
+    print(result.report)
+    print("wrote " + ", ".join(str(path) for path in result.files))
 
 
 def run_prompts(args: argparse.Namespace) -> None:
@@ -56,7 +68,7 @@ def run_embed(args: argparse.Namespace) -> None:
 
 def run_weights(args: argparse.Namespace) -> None:
     stored = load_embeddings(args.emb)
-    estimator = get_estimator(args.estimator, k=args.k)
+    estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet)
     result = estimator.estimate(stored.embeddings)
     weights = inverse_density_weights(
         result.log_density,
@@ -106,7 +118,7 @@ def run_sample(args: argparse.Namespace) -> None:
         ids, weights = list(record["ids"]), record["weights"]
     else:
         stored = load_embeddings(args.emb)
-        result = get_estimator("auto").estimate(stored.embeddings)
+        result = estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings)
         ids, weights = stored.ids, inverse_density_weights(result.log_density)
     chosen = select_subset(weights, args.budget, seed=args.seed)
     with atomic_path(args.out) as temporary:

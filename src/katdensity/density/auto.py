@@ -6,6 +6,7 @@ import logging
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
@@ -26,8 +27,14 @@ _EXACT_WORK_CUDA = 3_000_000**2 * 768
 
 
 def choose_search(n: int, dim: int, device: torch.device) -> Literal["exact", "approx"]:
-    """`"exact"` while `N^2 * D` is below the device's budget, else `"approx"`."""
+    """`"exact"` while `N^2 * D` is below the device's budget, else `"approx"`.
+
+    Under `torch.distributed` the exact search is shared, so the budget grows with the
+    number of processes.
+    """
     budget = _EXACT_WORK_CUDA if device.type == "cuda" else _EXACT_WORK_CPU
+    if dist.is_available() and dist.is_initialized():
+        budget *= dist.get_world_size()
     return "exact" if n * n * dim <= budget else "approx"
 
 
@@ -45,6 +52,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         seed: random state of the approximate search.
         intrinsic_dim: exponent of the volume law; `None` estimates it.
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
+        progress: progress bar of the exact search; `None` shows it on a terminal for long
+            searches (the approximate search shows none).
     """
 
     def __init__(
@@ -56,8 +65,10 @@ class AutoKNNDensity(KNNDensityEstimator):
         seed: int = 0,
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
+        progress: bool | None = None,
     ) -> None:
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        self.progress = progress
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -68,6 +79,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         search = choose_search(n, dim, self.device)
         logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
         if search == "exact":
-            found = exact_knn(on_device(points, self.device), self.k, metric=self.metric)
+            found = exact_knn(
+                on_device(points, self.device), self.k, metric=self.metric, progress=self.progress
+            )
             return Neighbors(found.distances.cpu(), found.indices.cpu(), self.metric)
         return approx_knn(in_memory(points), self.k, metric=self.metric, seed=self.seed)

@@ -1,0 +1,169 @@
+"""The inspection subcommands: `neighbors`, `diversity` and `viz`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from katdensity._atomic import atomic_path
+from katdensity._table import format_table
+from katdensity.cli.commands import estimator_for
+from katdensity.errors import InvalidInputError
+from katdensity.io import EmbeddingsFile, load_embeddings, read_prompts
+from katdensity.metrics import diversity_report
+from katdensity.registry import get_embedder
+from katdensity.weights import inverse_density_weights
+
+__all__ = ["run_diversity", "run_neighbors", "run_viz"]
+
+# Rows compared with the query at a time, so a memory-mapped file is never read whole.
+_CHUNK_ROWS = 65_536
+_SHOWN_CHARS = 100
+
+
+def _embedder_from(stored: EmbeddingsFile, path: str, *, quiet: bool) -> Any:
+    options = dict(stored.embedder)
+    spec = options.pop("spec", None)
+    if not isinstance(spec, str):
+        raise InvalidInputError(
+            f"{path} does not record the embedder that made it, so a query cannot be embedded "
+            "the same way; use --id, or re-embed with `katdensity embed`"
+        )
+    if quiet and spec != "hashing":
+        options["progress"] = False
+    return get_embedder(spec, **options)
+
+
+def _texts_by_id(data: str | None, field: str | None) -> dict[str, str]:
+    return {} if data is None else {p.id: p.text for p in read_prompts(data, field=field)}
+
+
+def _shorten(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _SHOWN_CHARS else flat[: _SHOWN_CHARS - 1] + "…"
+
+
+def run_neighbors(args: argparse.Namespace) -> None:
+    if (args.query is None) == (args.id is None):
+        raise InvalidInputError("give exactly one of --query and --id")
+    if args.k < 1:
+        raise InvalidInputError(f"-k should be a positive integer, but got -k {args.k}")
+    stored = load_embeddings(args.emb)
+    texts = _texts_by_id(args.data, args.field)
+    exclude = -1
+    if args.query is not None:
+        query = _embedder_from(stored, args.emb, quiet=args.quiet).embed([args.query])[0]
+        if query.shape[0] != stored.embeddings.shape[1]:
+            raise InvalidInputError(
+                f"the recorded embedder gives {query.shape[0]} dimensions but {args.emb} holds "
+                f"{stored.embeddings.shape[1]}; re-embed the prompts with `katdensity embed`"
+            )
+    else:
+        rows = {identifier: row for row, identifier in enumerate(stored.ids)}
+        if args.id not in rows:
+            raise InvalidInputError(f"--id should be an id of {args.emb}, but {args.id!r} is not")
+        exclude = rows[args.id]
+        query = torch.as_tensor(stored.embeddings[exclude]).float()
+    similarities = _cosine_to_all(stored.embeddings, query)
+    if exclude >= 0:
+        similarities[exclude] = -math.inf
+    k = min(args.k, similarities.numel() - (exclude >= 0))
+    best = torch.topk(similarities, k)
+    for rank, (similarity, row) in enumerate(
+        zip(best.values.tolist(), best.indices.tolist(), strict=True), start=1
+    ):
+        identifier = stored.ids[row]
+        text = _shorten(texts[identifier]) if identifier in texts else ""
+        print(f"{rank:>3}  {similarity:+.4f}  {identifier}  {text}".rstrip())
+
+
+def _cosine_to_all(embeddings: Any, query: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of `query` to every row, reading `_CHUNK_ROWS` rows at a time."""
+    direction = query.double() / query.double().norm().clamp_min(1e-300)
+    parts = []
+    for start in range(0, len(embeddings), _CHUNK_ROWS):
+        rows = torch.as_tensor(embeddings[start : start + _CHUNK_ROWS]).double()
+        parts.append(rows @ direction / rows.norm(dim=1).clamp_min(1e-300))
+    return torch.cat(parts)
+
+
+def run_diversity(args: argparse.Namespace) -> None:
+    files = [args.data] if args.compare is None else [args.data, args.compare]
+    embedder = get_embedder(args.embedder) if args.embedder != "none" else None
+    reports = []
+    for path in files:
+        texts = [p.text for p in read_prompts(path, field=args.field)]
+        if len(texts) < 2:
+            raise InvalidInputError(f"{path} should hold at least two texts, but has {len(texts)}")
+        embeddings = embedder.embed(texts) if embedder is not None else None
+        reports.append(diversity_report(texts, embeddings))
+    print(_diversity_table(files, reports))
+    if args.json is not None:
+        record: dict[str, Any] = {
+            "embedder": args.embedder,
+            "files": dict(zip(files, reports, strict=True)),
+        }
+        if len(reports) == 2:
+            record["delta"] = {key: reports[1][key] - reports[0][key] for key in reports[0]}
+        with atomic_path(args.json) as temporary:
+            temporary.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
+
+
+_LOWER_IS_MORE_DIVERSE = {"token_gini", "self_bleu"}
+
+
+def _diversity_table(files: list[str], reports: Sequence[Mapping[str, float]]) -> str:
+    header = ["metric", *(Path(path).name for path in files)]
+    if len(reports) == 2:
+        header.append("delta")
+    rows = [header]
+    for key in reports[0]:
+        values = [report[key] for report in reports]
+        cells = [f"{value:.4g}" for value in values]
+        if len(values) == 2:
+            cells.append(f"{values[1] - values[0]:+.4g}")
+        note = " (lower: more diverse)" if key in _LOWER_IS_MORE_DIVERSE else ""
+        rows.append([key + note, *cells])
+    return format_table(rows)
+
+
+def run_viz(args: argparse.Namespace) -> None:
+    from katdensity import viz
+
+    stored = load_embeddings(args.emb)
+    by_id = {p.id: p for p in read_prompts(args.data, field=args.field)} if args.data else {}
+    missing = [identifier for identifier in stored.ids if identifier not in by_id]
+    if by_id and missing:
+        raise InvalidInputError(
+            f"--data should hold every id of {args.emb}, but {missing[0]!r} "
+            f"({len(missing)} in all) is missing"
+        )
+    texts = [by_id[i].text for i in stored.ids] if by_id else None
+    labels = None
+    if args.label is not None:
+        if not by_id:
+            raise InvalidInputError("--label needs --data, the file holding the label field")
+        labels = [str(by_id[i].record.get(args.label, "")) for i in stored.ids]
+    result = estimator_for(args.estimator, k=args.k, quiet=args.quiet).estimate(stored.embeddings)
+    viz.write_view(
+        args.out,
+        stored.embeddings,
+        log_density=result.log_density,
+        weights=inverse_density_weights(result.log_density),
+        texts=texts,
+        ids=stored.ids,
+        labels=labels,
+        neighbors=result.neighbors,
+        json_path=args.json,
+        method=args.projection,
+        max_points=args.max_points,
+        seed=args.seed,
+    )
+    print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
