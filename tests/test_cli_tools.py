@@ -109,3 +109,29 @@ def test_quiet_is_accepted_after_the_subcommand(
 ) -> None:
     _, emb = embedded
     assert main(["neighbors", "--emb", str(emb), "--id", "q0", "--quiet"]) == 0
+
+
+def test_viz_colours_by_a_record_field_and_writes_both_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("plotly")
+    data = tmp_path / "prompts.jsonl"
+    records = [
+        {"id": f"r{i}", "prompt": f"{topic} question {i}", "src": topic}
+        for i, topic in enumerate(["cooking", "astronomy", "tax law"] * 10)
+    ]
+    data.write_text("".join(json.dumps(record) + "\n" for record in records))
+    emb, html, points = tmp_path / "emb.pt", tmp_path / "view.html", tmp_path / "view.json"
+    assert main(["--quiet", "embed", "--data", str(data), "--out", str(emb)]) == 0
+    args = ["viz", "--emb", str(emb), "--out", str(html), "--json", str(points), "--k", "3"]
+    assert main([*args, "--data", str(data), "--label", "src", "--quiet"]) == 0
+    shown = json.loads(points.read_text())["points"]
+    assert [p["color"] for p in shown] == [r["src"] for r in records]
+    assert [p["prompt"] for p in shown] == [r["prompt"] for r in records]
+    assert "<html" in html.read_text()[:500].lower()
+    capsys.readouterr()
+    assert (
+        main(["viz", "--emb", str(emb), "--out", str(tmp_path / "x.html"), "--label", "src"]) == 2
+    )
+    assert "--label needs --data" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
