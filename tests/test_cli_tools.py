@@ -85,10 +85,11 @@ def test_diversity_report_with_compare_and_json(
     before = _generations(tmp_path / "before.jsonl", varied)
     after = _generations(tmp_path / "after.jsonl", collapsed)
     report = tmp_path / "report.json"
-    args = ["diversity", "--data", str(before), "--compare", str(after), "--json", str(report)]
+    args = ["diversity", "--data", str(after), "--compare", str(before), "--json", str(report)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "before.jsonl" in out and "after.jsonl" in out and "delta" in out
+    header = out.splitlines()[0].split()
+    assert header == ["metric", "before.jsonl", "after.jsonl", "delta"]
     record = json.loads(report.read_text())
     expected = diversity_report(collapsed)
     assert record["files"][str(after)]["self_bleu"] == pytest.approx(expected["self_bleu"])

@@ -59,7 +59,7 @@ def test_distinct_n_and_type_token_ratio_by_hand() -> None:
     assert distinct_n(texts, 3) == pytest.approx(2 / 2)
     assert distinct_n(["one"], 2) == 0.0
     assert type_token_ratio(["go go go go", "a b"]) == pytest.approx((1 / 4 + 1) / 2)
-    with pytest.raises(InvalidInputError, match="n should be a positive integer"):
+    with pytest.raises(InvalidInputError, match="n should be an integer >= 1"):
         distinct_n(texts, 0)
     with pytest.raises(InvalidInputError, match="sequence of strings"):
         distinct_n("a string is not a list of texts", 1)

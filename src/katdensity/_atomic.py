@@ -10,6 +10,10 @@ from pathlib import Path
 
 __all__ = ["atomic_path"]
 
+# Read once (reading it means setting it), at import, before any other thread writes files.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -21,9 +25,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(handle)
     # mkstemp creates the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    os.chmod(temporary, 0o666 & ~_UMASK)
     try:
         yield Path(temporary)
         os.replace(temporary, target)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from katdensity._validate import as_embeddings
+from katdensity._validate import as_embeddings, check_int
 from katdensity.errors import InvalidInputError
 
 __all__ = [
@@ -60,8 +60,14 @@ def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
-        raise InvalidInputError("texts should be a sequence of strings")
+    # Unlike prompts, generations may be empty strings, so this is not check_texts.
+    if isinstance(texts, str):
+        raise InvalidInputError("texts should be a sequence of strings, but got one string")
+    bad = next((text for text in texts if not isinstance(text, str)), None)
+    if bad is not None:
+        raise InvalidInputError(
+            f"texts should be a sequence of strings, but holds {type(bad).__name__} {bad!r}"
+        )
     if len(texts) == 0:
         raise InvalidInputError("texts should not be empty")
     return list(texts)
@@ -81,8 +87,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         >>> distinct_n(["a b a b"], 2)  # (a b), (b a), (a b): 2 unique of 3
         0.6666666666666666
     """
-    if n < 1:
-        raise InvalidInputError(f"n should be a positive integer, but got n={n}")
+    check_int("n", n, low=1)
     grams = [gram for text in _check_texts(texts) for gram in _ngrams(tokens(text), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
@@ -92,6 +97,9 @@ def type_token_ratio(texts: Sequence[str]) -> float:
 
     Where `distinct_n(texts, 1)` sees repetition across texts, this sees it inside each one
     (a generation that loops on a phrase).
+
+    Returns:
+        The mean ratio, 0.0 when no text has a token.
 
     Example:
         >>> type_token_ratio(["a a a a", "a b"])  # (1/4 + 2/2) / 2
@@ -109,6 +117,12 @@ def gini(values: Sequence[float] | np.ndarray | torch.Tensor) -> float:
 
     Args:
         values: `(n,)` non-negative numbers (e.g. token frequencies), not all zero.
+
+    Returns:
+        The coefficient, in `[0, (n - 1) / n]`.
+
+    Raises:
+        InvalidInputError: empty, negative, non-finite or all-zero values.
 
     Example:
         >>> gini([5, 5, 5, 5])
@@ -130,7 +144,15 @@ def gini(values: Sequence[float] | np.ndarray | torch.Tensor) -> float:
 
 
 def token_gini(texts: Sequence[str]) -> float:
-    """Gini coefficient of the token frequencies of the texts (over the tokens that occur)."""
+    """Gini coefficient of the token frequencies of the texts (over the tokens that occur).
+
+    Returns:
+        0.0 when every token that occurs occurs equally often; towards 1 when a few tokens
+        make up most of the text.
+
+    Raises:
+        InvalidInputError: the texts hold no token.
+    """
     counts = Counter(token for text in _check_texts(texts) for token in tokens(text))
     if not counts:
         raise InvalidInputError("texts should contain at least one token")
@@ -138,7 +160,11 @@ def token_gini(texts: Sequence[str]) -> float:
 
 
 def em_dash_rate(texts: Sequence[str]) -> float:
-    """Em-dashes (U+2014) per 1,000 words of the texts; 0.0 when there are no words."""
+    """Em-dashes (U+2014) per 1,000 words of the texts.
+
+    Returns:
+        The rate; 0.0 when there are no words. En-dashes and hyphens do not count.
+    """
     texts = _check_texts(texts)
     words = sum(len(_WORD.findall(text)) for text in texts)
     dashes = sum(text.count(_EM_DASH) for text in texts)
@@ -167,8 +193,7 @@ def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
         1.0
     """
     texts = _check_texts(texts)
-    if max_n < 1:
-        raise InvalidInputError(f"max_n should be a positive integer, but got max_n={max_n}")
+    check_int("max_n", max_n, low=1)
     tokenised = [tokens(text) for text in texts]
     present = [i for i, words in enumerate(tokenised) if words]
     if len(present) < 2:
@@ -206,11 +231,10 @@ def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
 
 
 def _closest_other_length(lengths: list[int], own: int) -> int:
-    """The reference length closest to `own` (shorter on ties), with one `own` removed."""
-    position = bisect.bisect_left(lengths, own)
-    others = lengths[:position] + lengths[position + 1 :]
-    candidates = others[max(position - 1, 0) : position + 1]
-    return min(candidates, key=lambda length: (abs(length - own), length))
+    """The length in sorted `lengths` closest to `own` (shorter on ties), one `own` left out."""
+    position = bisect.bisect_left(lengths, own)  # lengths[position] is the text's own
+    neighbours = [lengths[i] for i in (position - 1, position + 1) if 0 <= i < len(lengths)]
+    return min(neighbours, key=lambda length: (abs(length - own), length))
 
 
 def vendi_score(embeddings: torch.Tensor | np.ndarray) -> float:
@@ -222,6 +246,12 @@ def vendi_score(embeddings: torch.Tensor | np.ndarray) -> float:
 
     Args:
         embeddings: `(n, D)` embeddings of the generations; rows need not be normalised.
+
+    Returns:
+        The score, between 1 and `n`.
+
+    Raises:
+        InvalidInputError: NaN/inf values or an all-zero row.
 
     Example:
         >>> import torch

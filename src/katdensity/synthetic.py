@@ -1,4 +1,7 @@
-"""Synthetic prompt-space data with a known answer, for the demo, tests and benchmarks.
+"""Synthetic prompt sets with a known answer, for the demo, tests and benchmarks.
+
+[`generated_prompts`][katdensity.synthetic.generated_prompts] writes prompts in words (topics
+of Zipf-distributed sizes plus templated near-duplicates) for the embedders to embed.
 
 `prompt_mixture` imitates what the embeddings of a real prompt set look like to a density
 estimator: topics of Zipf-distributed sizes, each a Gaussian blob of the same spread on
@@ -9,6 +12,7 @@ gives every topic the same share however many prompts it holds, and a mode next 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,6 +152,15 @@ _NEAR_DUPLICATE_TEMPLATES = (
 )
 
 
+def _distinct_fillings(template: str, words: int) -> int:
+    slots = template.count("{")
+    return math.perm(words, slots)
+
+
+# Distinct texts one topic can hold: every template filled with distinct words, in order.
+_TOPIC_CAPACITY = sum(_distinct_fillings(template, 16) for template in _TEMPLATES)
+
+
 @dataclass(frozen=True)
 class GeneratedPrompts:
     """Prompt texts with their ground-truth structure.
@@ -173,12 +186,12 @@ def generated_prompts(
 ) -> GeneratedPrompts:
     """Generate a skewed prompt set in words: Zipf-sized topics plus templated near-duplicates.
 
-    There are 8 topics, each with its own vocabulary of 16 words; topic `t` (in the order of
-    `GeneratedPrompts.topic`'s first appearance is not meaningful, sizes follow the fixed
-    topic order cooking, astronomy, law, ...) holds `topic_size / (t + 1) ** zipf_exponent`
-    prompts built from shared templates and the topic's words, so every topic spans a
-    similar region of text space. Each near-duplicate family repeats one request with a
-    number changed, like the templated problems of real prompt sets.
+    There are 8 topics, each with its own vocabulary of 16 words. The `t`-th topic in the
+    fixed order cooking, astronomy, law, gardening, music, programming, medicine, sailing
+    holds `topic_size / (t + 1) ** zipf_exponent` distinct prompts, each one of 8 shared
+    templates filled with words of the topic, so every topic spans a similar region of text
+    space. Each near-duplicate family repeats one request with a number changed, like the
+    templated problems of real prompt sets.
 
     Args:
         topic_size: prompts in the largest topic.
@@ -186,8 +199,15 @@ def generated_prompts(
         n_groups: near-duplicate families (at most 4).
         group_size: prompts per family.
         seed: the same seed gives the same prompts.
+
+    Returns:
+        The prompts, shuffled, with their topic and family.
+
+    Raises:
+        InvalidInputError: `topic_size` above the distinct prompts one topic can hold
+            (11,280), or another value out of range.
     """
-    check_int("topic_size", topic_size, low=2)
+    check_int("topic_size", topic_size, low=2, high=_TOPIC_CAPACITY + 1)
     check_real("zipf_exponent", zipf_exponent, low=0.0)
     check_int("n_groups", n_groups, low=0, high=len(_NEAR_DUPLICATE_TEMPLATES) + 1)
     check_int("group_size", group_size, low=1)

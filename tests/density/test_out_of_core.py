@@ -60,3 +60,33 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         ExactKNNDensity(k=3).estimate(tmp_path / "bad.npy")
     with pytest.raises(InvalidInputError, match=r"existing \.npy file"):
         ExactKNNDensity(k=3).estimate(tmp_path / "missing.npy")
+
+
+def test_copies_are_the_rows_the_search_sees(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).normal(size=(60, 8))
+    rows[50] = rows[3] + 1e-12  # differs in float64, equal once rounded to float32
+    rows[51] = rows[7]
+    rows[7, 0], rows[51, 0] = 0.0, -0.0  # the two zeros are equal floats
+    np.save(tmp_path / "f64.npy", rows)
+    estimator = ExactKNNDensity(k=3, center=False)
+    streamed = estimator.estimate(tmp_path / "f64.npy")
+    in_memory = estimator.estimate(rows)
+    assert streamed.multiplicity[[3, 50, 7, 51]].tolist() == [2, 2, 2, 2]
+    assert torch.equal(streamed.multiplicity, in_memory.multiplicity)
+    assert torch.equal(streamed.neighbors.indices, in_memory.neighbors.indices)
+
+
+def test_rows_sharing_a_hash_are_regrouped_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    rows[30] = rows[2]
+    np.save(tmp_path / "emb.npy", rows)
+    expected = ExactKNNDensity(k=3).estimate(rows)
+    import katdensity.density.estimator as estimator_module
+
+    # Every row collides: only the exact regrouping can tell them apart.
+    monkeypatch.setattr(estimator_module, "fingerprint", lambda r: torch.zeros(r.shape[0]))
+    result = ExactKNNDensity(k=3).estimate(tmp_path / "emb.npy")
+    assert torch.equal(result.multiplicity, expected.multiplicity)
+    assert torch.equal(result.neighbors.indices, expected.neighbors.indices)

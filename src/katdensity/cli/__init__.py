@@ -147,7 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     diversity.add_argument("--data", required=True, help="JSONL of generations")
     diversity.add_argument("--field", default="text", help="key holding the text (default text)")
-    diversity.add_argument("--compare", help="a second JSONL, reported side by side with deltas")
+    diversity.add_argument(
+        "--compare", help="a baseline JSONL, shown first; each delta is --data minus --compare"
+    )
     diversity.add_argument("--json", help="also write the report as JSON here")
     diversity.add_argument(
         "--embedder",

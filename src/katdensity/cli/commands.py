@@ -12,6 +12,7 @@ import torch
 
 from katdensity._atomic import atomic_path
 from katdensity.density.result import DensityEstimator
+from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError
 from katdensity.io import load_embeddings, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
@@ -19,6 +20,13 @@ from katdensity.subset import select_subset
 from katdensity.weights import effective_sample_size, inverse_density_weights
 
 __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
+
+
+def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder:
+    """The named embedder; `--quiet` turns off the progress bar of model embedders."""
+    if quiet and spec != "hashing":
+        options = {**options, "progress": False}
+    return get_embedder(spec, **options)
 
 
 def estimator_for(name: str, *, k: int, quiet: bool) -> DensityEstimator:
@@ -55,10 +63,8 @@ def run_embed(args: argparse.Namespace) -> None:
             f"{args.data}: ids should be unique, but {repeated[0]!r} repeats; fix the ids "
             "or drop them to get derived ones"
         )
-    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    if args.embedder != "hashing" and args.quiet:
-        options["progress"] = False
-    embedder = get_embedder(args.embedder, **options)
+    options: dict[str, Any] = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    embedder = embedder_for(args.embedder, options, quiet=args.quiet)
     embeddings = embedder.embed([p.text for p in prompts])
     save_embeddings(
         args.out, [p.id for p in prompts], embeddings, embedder={"spec": args.embedder, **options}

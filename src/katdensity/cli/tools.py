@@ -9,15 +9,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
-from katdensity.cli.commands import estimator_for
+from katdensity.cli.commands import embedder_for, estimator_for
 from katdensity.errors import InvalidInputError
 from katdensity.io import EmbeddingsFile, load_embeddings, read_prompts
 from katdensity.metrics import diversity_report
-from katdensity.registry import get_embedder
 from katdensity.weights import inverse_density_weights
 
 __all__ = ["run_diversity", "run_neighbors", "run_viz"]
@@ -35,9 +35,7 @@ def _embedder_from(stored: EmbeddingsFile, path: str, *, quiet: bool) -> Any:
             f"{path} does not record the embedder that made it, so a query cannot be embedded "
             "the same way; use --id, or re-embed with `katdensity embed`"
         )
-    if quiet and spec != "hashing":
-        options["progress"] = False
-    return get_embedder(spec, **options)
+    return embedder_for(spec, options, quiet=quiet)
 
 
 def _texts_by_id(data: str | None, field: str | None) -> dict[str, str]:
@@ -69,7 +67,7 @@ def run_neighbors(args: argparse.Namespace) -> None:
         if args.id not in rows:
             raise InvalidInputError(f"--id should be an id of {args.emb}, but {args.id!r} is not")
         exclude = rows[args.id]
-        query = torch.as_tensor(stored.embeddings[exclude]).float()
+        query = _as_float64(stored.embeddings[exclude : exclude + 1])[0]
     similarities = _cosine_to_all(stored.embeddings, query)
     if exclude >= 0:
         similarities[exclude] = -math.inf
@@ -83,19 +81,29 @@ def run_neighbors(args: argparse.Namespace) -> None:
         print(f"{rank:>3}  {similarity:+.4f}  {identifier}  {text}".rstrip())
 
 
+def _as_float64(rows: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A float64 copy of rows of a tensor or of a (read-only) memory-mapped array."""
+    if isinstance(rows, torch.Tensor):
+        return rows.double()
+    return torch.from_numpy(np.array(rows, dtype=np.float64))
+
+
 def _cosine_to_all(embeddings: Any, query: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of `query` to every row, reading `_CHUNK_ROWS` rows at a time."""
     direction = query.double() / query.double().norm().clamp_min(1e-300)
     parts = []
     for start in range(0, len(embeddings), _CHUNK_ROWS):
-        rows = torch.as_tensor(embeddings[start : start + _CHUNK_ROWS]).double()
+        rows = _as_float64(embeddings[start : start + _CHUNK_ROWS])
         parts.append(rows @ direction / rows.norm(dim=1).clamp_min(1e-300))
     return torch.cat(parts)
 
 
 def run_diversity(args: argparse.Namespace) -> None:
-    files = [args.data] if args.compare is None else [args.data, args.compare]
-    embedder = get_embedder(args.embedder) if args.embedder != "none" else None
+    # The baseline (--compare) comes first, so each delta is --data minus --compare.
+    files = [args.data] if args.compare is None else [args.compare, args.data]
+    embedder = (
+        embedder_for(args.embedder, {}, quiet=args.quiet) if args.embedder != "none" else None
+    )
     reports = []
     for path in files:
         texts = [p.text for p in read_prompts(path, field=args.field)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistinctRows", "distinct_rows", "fingerprint", "group_by_fingerprint"]
+__all__ = ["DistinctRows", "distinct_rows", "fingerprint", "group_by_fingerprint", "regroup"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ def fingerprint(rows: torch.Tensor) -> torch.Tensor:
     never depends on where it sits (a float projection through BLAS can: its summation
     order varies with the row's position in a block).
     """
-    bits = rows.to(device="cpu", dtype=torch.float32).contiguous().view(torch.int32)
+    # Adding +0.0 turns -0.0 into +0.0, so the two zeros (equal as floats) hash alike.
+    bits = (rows.to(device="cpu", dtype=torch.float32) + 0.0).contiguous().view(torch.int32)
     coefficients = torch.randint(
         -(2**62), 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(0)
     )
@@ -37,9 +38,23 @@ def group_by_fingerprint(fingerprints: torch.Tensor) -> DistinctRows | None:
     _, inverse, counts = torch.unique(fingerprints, return_inverse=True, return_counts=True)
     if counts.numel() == fingerprints.numel():
         return None
-    return DistinctRows(
-        first=_first_occurrence(inverse, counts.numel()), inverse=inverse, counts=counts
-    )
+    return _in_file_order(inverse, counts)
+
+
+def regroup(labels: torch.Tensor) -> DistinctRows:
+    """Groups of rows with equal integer labels, numbered in order of first appearance."""
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    return _in_file_order(inverse, counts)
+
+
+def _in_file_order(inverse: torch.Tensor, counts: torch.Tensor) -> DistinctRows:
+    # torch.unique numbers groups by sorted key (a hash); renumber them by first row so the
+    # distinct rows keep the input's order (sequential reads, ties broken by input index).
+    first = _first_occurrence(inverse, counts.numel())
+    order = torch.argsort(first)
+    renumber = torch.empty_like(order)
+    renumber[order] = torch.arange(order.numel())
+    return DistinctRows(first=first[order], inverse=renumber[inverse], counts=counts[order])
 
 
 def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
@@ -53,9 +68,7 @@ def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
         _, inverse, counts = torch.unique(
             cpu_points, dim=0, return_inverse=True, return_counts=True
         )
-        groups = DistinctRows(
-            first=_first_occurrence(inverse, counts.numel()), inverse=inverse, counts=counts
-        )
+        groups = _in_file_order(inverse, counts)
     return groups
 
 

@@ -10,9 +10,9 @@ import torch.distributed as dist
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.knn._rows import RowSource, in_memory, on_device
+from katdensity.knn._rows import RowSource, as_source, in_memory
 from katdensity.knn.approx import approx_knn
-from katdensity.knn.exact import exact_knn
+from katdensity.knn.exact import search_rows
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["AutoKNNDensity", "choose_search"]
@@ -54,6 +54,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
         progress: progress bar of the exact search; `None` shows it on a terminal for long
             searches (the approximate search shows none).
+        distributed: share the exact search among the `torch.distributed` processes, as
+            in [`ExactKNNDensity`][katdensity.ExactKNNDensity]; `False` searches alone.
     """
 
     def __init__(
@@ -66,9 +68,11 @@ class AutoKNNDensity(KNNDensityEstimator):
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
         progress: bool | None = None,
+        distributed: bool | None = None,
     ) -> None:
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
         self.progress = progress
+        self.distributed = distributed
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -79,8 +83,21 @@ class AutoKNNDensity(KNNDensityEstimator):
         search = choose_search(n, dim, self.device)
         logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
         if search == "exact":
-            found = exact_knn(
-                on_device(points, self.device), self.k, metric=self.metric, progress=self.progress
+            found = search_rows(
+                as_source(points, normalize=self.metric == "cosine", device=self.device),
+                self.k,
+                metric=self.metric,
+                precision="auto",
+                memory_budget_bytes=256 * 2**20,
+                progress=self.progress,
+                distributed=self.distributed,
             )
             return Neighbors(found.distances.cpu(), found.indices.cpu(), self.metric)
+        if isinstance(points, RowSource):
+            logger.warning(
+                "auto: the approximate search reads all %d rows into memory; for a file "
+                "bigger than memory use the streamed exact search (ExactKNNDensity, "
+                "--estimator exact)",
+                n,
+            )
         return approx_knn(in_memory(points), self.k, metric=self.metric, seed=self.seed)

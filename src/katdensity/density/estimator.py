@@ -16,6 +16,7 @@ from katdensity.density._duplicates import (
     distinct_rows,
     fingerprint,
     group_by_fingerprint,
+    regroup,
 )
 from katdensity.density.formula import knn_log_density
 from katdensity.density.result import DensityResult
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 # center="auto" centres above this norm of the mean unit row (see KNNDensityEstimator).
 _ANISOTROPY_THRESHOLD = 0.8
-# Rows read at a time by the streamed pass over a memory-mapped file.
-_STREAM_ROWS = 32_768
+# Bytes of float32 rows read at a time by the streamed pass over a memory-mapped file.
+_STREAM_BYTES = 64 * 2**20
 
 
 def open_npy(path: str | os.PathLike[str]) -> np.memmap:
@@ -39,21 +40,33 @@ def open_npy(path: str | os.PathLike[str]) -> np.memmap:
         raise InvalidInputError(
             f"embeddings given as a path should name an existing .npy file, but got {path}"
         )
-    array = np.load(path, mmap_mode="r")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except ValueError as error:  # e.g. an array of Python objects, which cannot be mapped
+        raise InvalidInputError(f"{path} is not a numeric .npy array ({error})") from None
     if not isinstance(array, np.memmap):
         raise InvalidInputError(f"{path} could not be memory-mapped; load it and pass the array")
     return array
 
 
-def _copies_equal(array: np.memmap, duplicates: DistinctRows) -> bool:
-    """Do the rows grouped together really hold equal values? Read group by group."""
+def _confirm_copies(array: np.memmap, duplicates: DistinctRows) -> DistinctRows:
+    """Check that rows grouped by hash are equal as the search sees them (float32).
+
+    Only rows in groups of two or more are read. Should two different rows ever share a
+    hash, those rows are regrouped exactly by value.
+    """
     repeated = (duplicates.counts[duplicates.inverse] > 1).nonzero().squeeze(1)
-    for start in range(0, repeated.numel(), _STREAM_ROWS):
-        rows = repeated[start : start + _STREAM_ROWS].numpy()
-        originals = duplicates.first[duplicates.inverse[rows]].numpy()
-        if not np.array_equal(array[rows], array[originals]):
-            return False
-    return True
+    rows = repeated.numpy()
+    values = torch.from_numpy(np.array(array[rows], dtype=np.float32)) + 0.0
+    originals = torch.from_numpy(
+        np.array(array[duplicates.first[duplicates.inverse[repeated]].numpy()], dtype=np.float32)
+    )
+    if torch.equal(values, originals + 0.0):
+        return duplicates
+    _, exact = torch.unique(values, dim=0, return_inverse=True)
+    labels = duplicates.inverse.clone()
+    labels[repeated] = duplicates.counts.numel() + exact
+    return regroup(labels)
 
 
 class KNNDensityEstimator(abc.ABC):
@@ -114,8 +127,8 @@ class KNNDensityEstimator(abc.ABC):
             (never another copy) and a log-density raised by `log(copies)`.
 
         Raises:
-            InvalidInputError: NaN/inf rows, an empty or 1-D input, or `k >=` the number
-                of distinct rows.
+            InvalidInputError: NaN/inf rows, an empty or 1-D input, `k >=` the number
+                of distinct rows, or a path that is not a numeric `.npy` file.
         """
         if isinstance(embeddings, (str, os.PathLike)):
             embeddings = open_npy(embeddings)
@@ -187,18 +200,16 @@ class KNNDensityEstimator(abc.ABC):
         total = torch.zeros(dim, dtype=torch.float64)
         unit_total = torch.zeros(dim, dtype=torch.float64)
         fingerprints = []
-        for start in range(0, n, _STREAM_ROWS):
-            rows = MappedRows(array, normalize=False).block(start, min(n, start + _STREAM_ROWS))
-            total += rows.double().sum(0)
-            unit_total += torch.nn.functional.normalize(rows.double(), dim=1).sum(0)
+        chunk = max(1, _STREAM_BYTES // (4 * dim))
+        for start in range(0, n, chunk):
+            rows = MappedRows(array, normalize=False).block(start, min(n, start + chunk))
+            total += rows.sum(0, dtype=torch.float64)
+            unit_total += torch.nn.functional.normalize(rows, dim=1).sum(0, dtype=torch.float64)
             fingerprints.append(fingerprint(rows))
         center = self._center_decision(float((unit_total / n).norm()))
         duplicates = group_by_fingerprint(torch.cat(fingerprints))
-        if duplicates is not None and not _copies_equal(array, duplicates):
-            raise InvalidInputError(
-                "two different rows of the file share a fingerprint (vanishingly rare); "
-                "load the file into memory and pass the tensor instead"
-            )
+        if duplicates is not None:
+            duplicates = _confirm_copies(array, duplicates)
         source = MappedRows(
             array,
             rows=None if duplicates is None else duplicates.first.numpy(),
@@ -227,7 +238,7 @@ class KNNDensityEstimator(abc.ABC):
         """The k nearest neighbours of every row of the validated float32 `points`.
 
         A `RowSource` (rows of a memory-mapped file) is streamed by the exact search;
-        other searches may read it whole with `points.block(0, points.n)`.
+        other searches read it whole with `katdensity.knn._rows.in_memory`.
         """
 
     def __repr__(self) -> str:

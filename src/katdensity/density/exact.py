@@ -8,8 +8,8 @@ import torch
 
 from katdensity._validate import check_choice, check_int
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.knn._rows import RowSource, on_device
-from katdensity.knn.exact import Precision, exact_knn
+from katdensity.knn._rows import RowSource, as_source
+from katdensity.knn.exact import Precision, search_rows
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["ExactKNNDensity"]
@@ -33,6 +33,10 @@ class ExactKNNDensity(KNNDensityEstimator):
             (bf16 on CUDA, fp32 on CPU).
         memory_budget_bytes: bytes for one score tile and its scratch space.
         progress: progress bar; `None` shows it on a terminal for long searches.
+        distributed: share the search among the `torch.distributed` processes (every
+            process must then call `estimate` with the same embeddings); `None` does so
+            when a group of several processes is initialised, `False` searches alone.
+            See [`exact_knn`][katdensity.exact_knn].
 
     Example:
         >>> import torch
@@ -53,6 +57,7 @@ class ExactKNNDensity(KNNDensityEstimator):
         precision: Precision = "auto",
         memory_budget_bytes: int = 256 * 2**20,
         progress: bool | None = None,
+        distributed: bool | None = None,
     ) -> None:
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
         self.device = None if device is None else torch.device(device)
@@ -61,17 +66,17 @@ class ExactKNNDensity(KNNDensityEstimator):
         )
         self.memory_budget_bytes = check_int("memory_budget_bytes", memory_budget_bytes, low=1)
         self.progress = progress
+        self.distributed = distributed
 
     def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
-        if self.device is not None:
-            points = on_device(points, self.device)
-        neighbors = exact_knn(
-            points,
+        neighbors = search_rows(
+            as_source(points, normalize=self.metric == "cosine", device=self.device),
             self.k,
             metric=self.metric,
             precision=self.precision,
             memory_budget_bytes=self.memory_budget_bytes,
             progress=self.progress,
+            distributed=self.distributed,
         )
         return Neighbors(
             distances=neighbors.distances.cpu(), indices=neighbors.indices.cpu(), metric=self.metric

@@ -14,7 +14,7 @@ import torch
 
 from katdensity.errors import InvalidInputError
 
-__all__ = ["MappedRows", "RowSource", "TensorRows", "in_memory", "on_device"]
+__all__ = ["MappedRows", "RowSource", "TensorRows", "as_source", "in_memory", "on_device"]
 
 
 class RowSource(abc.ABC):
@@ -104,16 +104,24 @@ class MappedRows(RowSource):
         return rows.to(self.device)
 
 
-def on_device(rows: torch.Tensor | RowSource, device: torch.device) -> torch.Tensor | RowSource:
-    """The same rows, searched on `device` (a memory-mapped source moves blocks as it reads)."""
-    if isinstance(rows, torch.Tensor):
-        return rows.to(device)
+def on_device(rows: RowSource, device: torch.device) -> RowSource:
+    """The same rows, handed out on `device` (a memory-mapped source moves blocks as it reads)."""
     if isinstance(rows, MappedRows):
-        rows.device = device
-        return rows
+        return MappedRows(
+            rows.array, rows=rows.rows, shift=rows.shift, normalize=rows.normalize, device=device
+        )
     return TensorRows(rows.block(0, rows.n).to(device), normalize=False)
 
 
 def in_memory(rows: torch.Tensor | RowSource) -> torch.Tensor:
     """All the rows as one tensor (for searches that cannot stream)."""
     return rows if isinstance(rows, torch.Tensor) else rows.block(0, rows.n)
+
+
+def as_source(
+    rows: torch.Tensor | RowSource, *, normalize: bool, device: torch.device | None
+) -> RowSource:
+    """Rows checked by an estimator, as a source on `device` (`None`: where they are)."""
+    if isinstance(rows, RowSource):
+        return rows if device is None or device == rows.device else on_device(rows, device)
+    return TensorRows(rows if device is None else rows.to(device), normalize=normalize)

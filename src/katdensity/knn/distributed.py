@@ -17,75 +17,56 @@ import torch
 import torch.distributed as dist
 
 from katdensity.knn._rows import RowSource
-from katdensity.knn.exact import (
-    Block,
-    Precision,
-    SearchSettings,
-    TopK,
-    finish,
-    padded,
-    search_pair,
-)
+from katdensity.knn._search import Block, SearchSettings, TopK, finish, padded, search_pair
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["ring_search"]
 
 
 def ring_search(
-    source: RowSource, settings: SearchSettings, *, k: int, metric: Metric, precision: Precision
+    source: RowSource, settings: SearchSettings, *, k: int, metric: Metric
 ) -> Neighbors:
     """The exact kNN graph of all rows of `source`, computed by every process together."""
     world, rank = dist.get_world_size(), dist.get_rank()
     n, device = source.n, source.device
     shard = padded(-(-n // world))
 
-    def shard_block(owner: int, points: torch.Tensor | None) -> Block:
+    def rows_of(owner: int) -> tuple[int, int]:
         start = owner * shard
-        valid = max(0, min(shard, n - start))
-        if points is None:
-            rows = source.block(start, start + valid) if valid else _no_rows(source)
-            return Block.of(rows, start, settings, shard)
-        half = 0.5 * points.float().square().sum(1) if settings.euclidean else None
-        return Block(points, valid, start, half)
+        return start, max(0, min(shard, n - start))
 
-    own = shard_block(rank, None)
+    start, valid = rows_of(rank)
+    rows = source.block(start, start + valid) if valid else source.block(0, 0)
+    own = Block.of(rows, start, settings, shard)
     best = TopK.empty(shard, settings.n_candidates, device)
     scratch = torch.empty(min(settings.tile, shard) ** 2, dtype=torch.float32, device=device)
     search_pair(own, best, None, None, settings, scratch, lambda: None)
 
-    visitor = own.points
+    # The visitor carries its fp32 half-norms so euclidean scores match a single process.
+    visitor = own
     partial = TopK.empty(shard, settings.n_candidates, device)
     steps = world // 2
     for step in range(1, steps + 1):
         visitor, partial = _pass_on(visitor, partial, rank, world)
         owner = (rank - step) % world
+        visitor = Block(visitor.points, rows_of(owner)[1], owner * shard, visitor.half_sq_norms)
         opposite = world % 2 == 0 and step == steps
         search_pair(
-            own,
-            best,
-            shard_block(owner, visitor),
-            None if opposite else partial,
-            settings,
-            scratch,
-            lambda: None,
+            own, best, visitor, None if opposite else partial, settings, scratch, lambda: None
         )
-    if steps:
+    if world > 2:  # with two processes the only visit is the opposite one: nothing to return
         best.merge(_return_partial(partial, rank, world, steps))
 
     mine = finish(
         source,
-        min(rank * shard, n),
-        best.scores[: own.valid],
-        best.indices[: own.valid],
+        start,
+        best.scores[:valid],
+        best.indices[:valid],
         k=k,
         metric=metric,
-        precision=precision,
+        settings=settings,
     )
     return _all_gather_rows(mine, shard, world, n)
-
-
-def _no_rows(source: RowSource) -> torch.Tensor:
-    return torch.zeros(0, source.dim, device=source.device)
 
 
 def _as_wire(tensor: torch.Tensor) -> torch.Tensor:
@@ -96,25 +77,25 @@ def _as_wire(tensor: torch.Tensor) -> torch.Tensor:
 def _exchange(tensors: list[torch.Tensor], to: int, source: int) -> list[torch.Tensor]:
     """Send `tensors` to process `to` while receiving the same shapes from `source`."""
     received = [torch.empty_like(_as_wire(t)) for t in tensors]
-    requests = [dist.isend(_as_wire(t).contiguous(), to) for t in tensors]
-    requests += [dist.irecv(buffer, source) for buffer in received]
-    for request in requests:
-        if request is not None:  # None only for processes outside the group
-            request.wait()
+    # One batch of matched sends and receives: NCCL would deadlock on separate ones.
+    operations = [dist.P2POp(dist.isend, _as_wire(t).contiguous(), to) for t in tensors]
+    operations += [dist.P2POp(dist.irecv, buffer, source) for buffer in received]
+    for request in dist.batch_isend_irecv(operations):
+        request.wait()
     return [
         buffer.view(torch.bfloat16) if t.dtype == torch.bfloat16 else buffer
         for buffer, t in zip(received, tensors, strict=True)
     ]
 
 
-def _pass_on(
-    visitor: torch.Tensor, partial: TopK, rank: int, world: int
-) -> tuple[torch.Tensor, TopK]:
+def _pass_on(visitor: Block, partial: TopK, rank: int, world: int) -> tuple[Block, TopK]:
     """One step of the ring: hand the visiting shard and its partial top-k to the next process."""
-    points, scores, indices = _exchange(
-        [visitor, partial.scores, partial.indices], (rank + 1) % world, (rank - 1) % world
-    )
-    return points, TopK(scores, indices)
+    tensors = [visitor.points, partial.scores, partial.indices]
+    if visitor.half_sq_norms is not None:
+        tensors.append(visitor.half_sq_norms)
+    received = _exchange(tensors, (rank + 1) % world, (rank - 1) % world)
+    half = received[3] if len(received) == 4 else None
+    return Block(received[0], 0, 0, half), TopK(received[1], received[2])
 
 
 def _return_partial(partial: TopK, rank: int, world: int, steps: int) -> TopK:
