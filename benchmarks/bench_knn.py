@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def run_method(method: str, data: Path, k: int, out: Path) -> dict[str, float]:
 
         pynndescent.NNDescent(points[:2000], metric="cosine", n_neighbors=11, random_state=0)
         jit_seconds = time.perf_counter() - start
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _reset_peak_rss()
     start = time.perf_counter()
     if method == "katdensity-memmap":
         from katdensity import exact_knn
@@ -116,9 +115,26 @@ def run_method(method: str, data: Path, k: int, out: Path) -> dict[str, float]:
     else:
         raise SystemExit(f"unknown method {method}")
     seconds = time.perf_counter() - start
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    peak_mib = (_status_kib("VmHWM") - rss_before) / 1024
     np.save(out, indices)
     return {"seconds": seconds, "peak_mib": peak_mib, "jit_seconds": jit_seconds}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> int:
+    """Reset this process's peak RSS to its current RSS; return that (KiB).
+
+    `ru_maxrss` would not do: Linux carries it over from the parent across fork and exec,
+    so a worker started by a large parent reports the parent's peak.
+    """
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
 
 
 def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
