@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from examples.data import TOPICS, load_examples, make_dataset, on_topic, write_jsonl
+
+
+def test_topics_are_zipf_sized_with_near_duplicate_groups_and_unseen_heldout_subjects() -> None:
+    train, heldout = make_dataset(topic_size=120, duplicate_group_size=30, seed=1)
+    sizes = Counter(e.group for e in train)
+    names = list(TOPICS)
+    assert [sizes[name] for name in names] == [max(2, 120 // (t + 1)) for t in range(8)]
+    assert [sizes[f"dup:{name}"] for name in names[:3]] == [30, 30, 30]
+    assert Counter(e.topic for e in heldout) == {name: 8 for name in names}
+    for name, topic in TOPICS.items():
+        held_out_subject = topic.subjects[-1]
+        assert all(held_out_subject in e.prompt for e in heldout if e.topic == name)
+        assert not any(
+            e.prompt.endswith((f" {held_out_subject}.", f" {held_out_subject}?"))
+            for e in train
+            if e.topic == name
+        )
+    assert all(on_topic(e.chosen, e.topic) for e in train)
+    assert make_dataset(topic_size=120, seed=1) == make_dataset(topic_size=120, seed=1)
+
+
+def test_rejected_responses_are_generic_repetitive_or_off_topic() -> None:
+    train, _ = make_dataset(topic_size=120, seed=0)
+    for e in train:
+        words = e.rejected.rstrip(".").split()
+        repetitive = len(set(words)) == 1
+        assert repetitive or not on_topic(e.rejected, e.topic) or e.rejected.startswith("it is")
+
+
+def test_loaders_read_the_bundled_and_hh_formats(tmp_path: Path) -> None:
+    train, _ = make_dataset(topic_size=30, seed=0)
+    write_jsonl(train, tmp_path / "train.jsonl")
+    assert load_examples(tmp_path / "train.jsonl") == train
+    hh = {
+        "chosen": "\n\nHuman: Name a cat.\n\nAssistant: Tom.",
+        "rejected": "\n\nHuman: Name a cat.\n\nAssistant: A dog.",
+    }
+    (tmp_path / "hh.jsonl").write_text(json.dumps(hh) + "\n")
+    (example,) = load_examples(tmp_path / "hh.jsonl")
+    assert (example.prompt, example.chosen, example.rejected) == ("Name a cat.", "Tom.", "A dog.")
