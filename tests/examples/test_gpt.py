@@ -76,6 +76,16 @@ def test_sampling_is_seeded_and_top_k_restricts_tokens() -> None:
     assert sample(2, 1) == greedy
 
 
+def test_initialisation_depends_on_the_seed_only() -> None:
+    torch.manual_seed(1)
+    first = GPT(PRESETS["tiny"], seed=7).state_dict()
+    torch.manual_seed(2)  # the global generator must not matter
+    second = GPT(PRESETS["tiny"], seed=7).state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    third = GPT(PRESETS["tiny"], seed=8).state_dict()
+    assert not torch.equal(first["lm_head.weight"], third["lm_head.weight"])
+
+
 def test_checkpoint_round_trip_through_weights_only_load(tmp_path: object) -> None:
     model = GPT(PRESETS["tiny"], seed=5)
     path = f"{tmp_path}/m.pt"
