@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -148,31 +149,25 @@ def _write_outputs(
         temporary.write_text(f"# katdensity demo\n\n```text\n{report}\n```\n", encoding="utf-8")
     files = [prompts, report_path]
     json_path, html_path = folder / "view.json", folder / "view.html"
+    points: dict[str, Any] = {
+        "log_density": result.log_density,
+        "weights": weights,
+        "texts": texts,
+        "ids": ids,
+        "labels": labels,
+        "neighbors": result.neighbors,
+    }
     try:
         viz.write_view(
             html_path,
             embeddings,
-            log_density=result.log_density,
-            weights=weights,
-            texts=texts,
-            ids=ids,
-            labels=labels,
-            neighbors=result.neighbors,
             json_path=json_path,
             title="katdensity demo: generated prompts",
+            **points,
         )
         files += [html_path, json_path]
     except MissingDependencyError:
-        viz.write_view_json(
-            json_path,
-            embeddings,
-            log_density=result.log_density,
-            weights=weights,
-            texts=texts,
-            ids=ids,
-            labels=labels,
-            neighbors=result.neighbors,
-        )
+        viz.write_view_json(json_path, embeddings, **points)
         files.append(json_path)
         logger.warning('view.html needs plotly: pip install "katdensity[viz]"')
     return files
