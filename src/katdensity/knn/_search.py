@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from katdensity.knn._rows import RowSource
@@ -161,9 +160,10 @@ def search_pair(
 
 
 def _tile_product(rows: torch.Tensor, cols: torch.Tensor, *, out: torch.Tensor) -> None:
-    if rows.device.type == "cpu" and rows.dtype == torch.float32:
-        # NumPy's BLAS runs fp32 GEMM markedly faster than torch's on some CPUs (AMD with MKL).
-        np.matmul(rows.numpy(), cols.numpy().T, out=out.numpy())
+    if rows.dtype == torch.float32:
+        # torch's own GEMM, not NumPy's: NumPy's BLAS is a little faster alone on some CPUs,
+        # but its spinning thread pool then slows every torch operation between the products.
+        torch.mm(rows, cols.T, out=out)
     else:
         out.copy_(rows @ cols.T)
 
