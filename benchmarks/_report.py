@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def machine() -> str:
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), "
-        f"numpy {np.__version__}, Python {platform.python_version()}"
+        f"numpy {np.__version__}, Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
 
 
