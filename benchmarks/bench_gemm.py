@@ -39,13 +39,13 @@ def _products(dim: int) -> dict[str, Callable[[], object]]:
     left_bf16, right_bf16 = left.bfloat16(), right.bfloat16()
     left_fp16, right_fp16 = left.half(), right.half()
     left_int8 = (left.clamp(-3, 3) * 42).to(torch.int8)
-    right_int8 = (right.clamp(-3, 3) * 42).to(torch.int8).T.contiguous().T
+    right_int8_t = (right.clamp(-3, 3) * 42).to(torch.int8).T.contiguous()  # (D, side)
     return {
         "fp32 torch.mm (the search's)": lambda: torch.mm(left, right.T, out=out),
         "fp32 numpy.matmul": lambda: np.matmul(left.numpy(), right.numpy().T, out=out_numpy),
         "bf16 torch.mm": lambda: torch.mm(left_bf16, right_bf16.T),
         "fp16 torch.mm": lambda: torch.mm(left_fp16, right_fp16.T),
-        "int8 torch._int_mm": lambda: torch._int_mm(left_int8, right_int8.T),
+        "int8 torch._int_mm": lambda: torch._int_mm(left_int8, right_int8_t),
     }
 
 
