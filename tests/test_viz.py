@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import re
@@ -23,6 +24,31 @@ needs_plotly = pytest.mark.skipif(
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
 )
+
+
+def page_figures(page: str) -> dict[str, dict[str, Any]]:
+    """The figures a browser draws: each `Plotly.newPlot(id, data, layout)` call's JSON, decoded.
+
+    plotly may escape any non-ASCII character (`\\u00d7` for `×`), so the raw page text
+    says nothing about what a reader sees; the decoded JSON does.
+    """
+    decoder = json.JSONDecoder()
+    figures = {}
+    for call in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*', page):
+        data, end = decoder.raw_decode(page, call.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        figures[call.group(1)] = {"data": data, "layout": layout}
+    return figures
+
+
+def layout_texts(layout: dict[str, Any]) -> list[str]:
+    """The axis titles and annotations (subplot titles) a reader sees on a figure."""
+    titles = [
+        value["title"]["text"]
+        for key, value in layout.items()
+        if key.startswith(("xaxis", "yaxis")) and "text" in value.get("title", {})
+    ]
+    return titles + [annotation["text"] for annotation in layout.get("annotations", [])]
 
 
 def structured(n: int = 400, dim: int = 12, seed: int = 0) -> np.ndarray:
@@ -201,7 +227,9 @@ def test_html_is_self_contained_with_both_figures(
     assert not re.search(r"<script[^>]*\bsrc=", page)
     assert not re.search(r"<link[^>]*\bhref=\"?https?:", page)
     assert 'id="katdensity-scatter"' in page and 'id="katdensity-histogram"' in page
-    assert "N × weight (1 = uniform)" in page
+    figures = page_figures(page)
+    assert sorted(figures) == ["katdensity-histogram", "katdensity-scatter"]
+    assert "N × weight (1 = uniform)" in layout_texts(figures["katdensity-histogram"]["layout"])
     assert summary.json is not None and summary.json.is_file()
     assert summary.method == "pca" and summary.explained_variance is not None
     _, expected_ratio = oracle_pca(prompt_set["embeddings"].double().numpy())
@@ -303,6 +331,7 @@ def test_the_page_draws_in_headless_chromium(prompt_set: dict[str, Any], tmp_pat
     assert dom.count('class="main-svg"') >= 4  # two per figure
     bars = re.findall(r'<g class="point"><path d="M[^"]+"', dom)
     assert len(bars) >= 10  # the histogram's bars, drawn as SVG paths
+    assert "N × weight (1 = uniform)" in html.unescape(dom)  # the axis title as drawn
     if 'class="no-webgl"' in dom:  # plotly's notice in place of the 3D scene
         pytest.skip("this Chromium has no WebGL: the histogram drew, the 3D scene could not")
     scene = re.search(r'<div id="scene"[^>]*>.*?</div>', dom, flags=re.S)
@@ -318,5 +347,7 @@ def test_many_labels_share_a_legend_entry_and_no_labels_colour_by_density(
     assert "5 other labels (20)" in labelled.read_text(encoding="utf-8")
     bare = {"embeddings": prompt_set["embeddings"], "log_density": prompt_set["log_density"]}
     page = viz.write_view(tmp_path / "b.html", **bare).html.read_text(encoding="utf-8")
-    assert '"colorbar":{"title":{"text":"log-density"}}' in page
-    assert "N × weight" not in page
+    figures = page_figures(page)
+    markers = [trace["marker"] for trace in figures["katdensity-scatter"]["data"]]
+    assert [m["colorbar"]["title"]["text"] for m in markers] == ["log-density"]
+    assert not any("weight" in t for t in layout_texts(figures["katdensity-histogram"]["layout"]))

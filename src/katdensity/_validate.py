@@ -7,7 +7,7 @@ input gets the same message everywhere: the argument's name, what was expected, 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,7 @@ def check_choice(name: str, value: Any, choices: Collection[str]) -> str:
     return str(value)
 
 
-def _as_tensor(name: str, value: Any) -> torch.Tensor:
+def _as_tensor(name: str, value: Any, *, sequences: bool = False) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, np.ndarray):
@@ -87,9 +87,20 @@ def _as_tensor(name: str, value: Any) -> torch.Tensor:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 return torch.from_numpy(array)
         return torch.from_numpy(array)
-    raise InvalidInputError(
-        f"{name} should be a torch.Tensor or numpy.ndarray, but got {type(value).__name__}"
+    if sequences and isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        try:
+            return torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidInputError(
+                f"{name} should be a tensor, an array or a sequence of numbers, but got a "
+                f"{type(value).__name__} that does not convert to a numeric tensor"
+            ) from None
+    expected = (
+        "a tensor, an array or a sequence of numbers"
+        if sequences
+        else ("a torch.Tensor or numpy.ndarray")
     )
+    raise InvalidInputError(f"{name} should be {expected}, but got {type(value).__name__}")
 
 
 def as_embeddings(value: Any, *, name: str = "embeddings", min_rows: int = 1) -> torch.Tensor:
@@ -141,7 +152,7 @@ def as_probabilities(value: Any, *, name: str = "weights") -> torch.Tensor:
         InvalidInputError: if not a non-empty 1-D vector, if any weight is negative, NaN or
             inf, or if all weights are zero.
     """
-    tensor = _as_tensor(name, value)
+    tensor = _as_tensor(name, value, sequences=True)
     if tensor.ndim != 1 or tensor.numel() == 0:
         raise InvalidInputError(
             f"{name} should be a non-empty 1-D vector, but got {_describe(value)}"

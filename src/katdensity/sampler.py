@@ -22,11 +22,16 @@ __all__ = ["DistributedMode", "InverseDensitySampler"]
 
 DistributedMode = Literal["shard", "replicate"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_SEED_BOUND = 2**62  # epoch seeds drawn from a user's generator stay below this
 
 
 class InverseDensitySampler(Sampler[int]):
     """Draws dataset indices with given probabilities: a drop-in `WeightedRandomSampler`.
+
+    It takes what `WeightedRandomSampler` takes (any 1-D sequence of non-negative numbers,
+    `num_samples`, `replacement`, `generator`) and refuses what it refuses, but refuses bad
+    weights (negative, NaN, all zero) when it is built rather than at the first draw.
 
     Each epoch makes one global draw of `num_samples` indices from the weights, seeded by
     `seed + epoch`, so every process that builds the sampler the same way draws the same
@@ -51,12 +56,15 @@ class InverseDensitySampler(Sampler[int]):
         `load_state_dict`). The weights must be identical on every rank.
 
     Args:
-        weights: `(N,)` non-negative weights, one per dataset row (need not sum to 1).
+        weights: `(N,)` non-negative weights, one per dataset row (need not sum to 1): a
+            tensor, an array or any sequence of numbers.
         num_samples: indices drawn per epoch across all ranks, before `group_size`
             repetition; default `N`.
         replacement: draw with replacement (default) or without (then `num_samples <= N`
             items of positive weight).
-        seed: base seed; epoch `e` uses `seed + e`.
+        generator: instead of `seed`, a `torch.Generator` that seeds each new epoch's draw,
+            as in `WeightedRandomSampler` (every rank needs an identically seeded one).
+        seed: base seed; epoch `e` uses `seed + e`. Default 0.
         num_replicas: number of ranks; default the `torch.distributed` world size, else 1.
         rank: this process's rank; default the `torch.distributed` rank, else 0.
         distributed: `"shard"` or `"replicate"`, see above.
@@ -72,27 +80,35 @@ class InverseDensitySampler(Sampler[int]):
 
     def __init__(
         self,
-        weights: torch.Tensor | np.ndarray,
+        weights: torch.Tensor | np.ndarray | Sequence[float],
         num_samples: int | None = None,
-        *,
         replacement: bool = True,
-        seed: int = 0,
+        generator: torch.Generator | None = None,
+        *,
+        seed: int | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
         distributed: DistributedMode = "shard",
         group_size: int = 1,
     ) -> None:
-        self._probabilities = as_probabilities(weights)
-        n_items = self._probabilities.shape[0]
-        self.num_samples = (
-            n_items if num_samples is None else check_int("num_samples", num_samples, low=1)
-        )
+        # Checked in WeightedRandomSampler's order, so the same bad input gets the same error.
+        if num_samples is not None:
+            num_samples = check_int("num_samples", num_samples, low=1)
         if not isinstance(replacement, bool):
             raise InvalidInputError(
                 f"replacement should be a bool, but got replacement={replacement!r}"
             )
+        self._probabilities = as_probabilities(weights)
+        self.num_samples = self._probabilities.shape[0] if num_samples is None else num_samples
         self.replacement = replacement
-        self.seed = check_int("seed", seed)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InvalidInputError(
+                f"generator should be a torch.Generator, but got {type(generator).__name__}"
+            )
+        if generator is not None and seed is not None:
+            raise InvalidInputError("give seed or generator, not both")
+        self.generator = generator
+        self.seed = 0 if seed is None else check_int("seed", seed)
         if num_replicas is None:
             num_replicas = (
                 dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -111,6 +127,7 @@ class InverseDensitySampler(Sampler[int]):
         self._epoch_was_set = False
         self._position = 0
         self._epoch_probabilities = self._probabilities
+        self._epoch_seed = self.seed
 
     @classmethod
     def from_embeddings(
@@ -238,8 +255,13 @@ class InverseDensitySampler(Sampler[int]):
         self._check_enough_items(probabilities)
         self._probabilities = probabilities
 
+    def _next_epoch_seed(self) -> int:
+        if self.generator is None:
+            return self.seed + self._epoch
+        return int(torch.randint(_SEED_BOUND, (), generator=self.generator))
+
     def _global_draw(self, probabilities: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed + self._epoch)
+        generator = torch.Generator().manual_seed(self._epoch_seed)
         per_rank = self._draws_per_rank()
         if self.distributed == "replicate":
             total = self.num_samples
@@ -261,6 +283,7 @@ class InverseDensitySampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if self._position == 0:
             self._epoch_probabilities = self._probabilities
+            self._epoch_seed = self._next_epoch_seed()
         indices = self._epoch_indices(self._epoch_probabilities).tolist()
         start = self._position
         for position in range(start, len(indices)):
@@ -273,8 +296,9 @@ class InverseDensitySampler(Sampler[int]):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this rank's iteration stands.
 
-        Holds the epoch, the number of indices already yielded in it, and the weights the
-        epoch draws from (so a resume is exact even after `update_weights`).
+        Holds the epoch, its seed, the number of indices already yielded in it, the weights
+        the epoch draws from (so a resume is exact even after `update_weights`) and the
+        state of `generator`, if one was given.
 
         Note: Prefetching
             A `DataLoader` with workers pulls indices ahead of training. If you checkpoint
@@ -287,6 +311,8 @@ class InverseDensitySampler(Sampler[int]):
             "epoch_was_set": self._epoch_was_set,
             "position": self._position,
             "seed": self.seed,
+            "epoch_seed": self._epoch_seed,
+            "generator_state": None if self.generator is None else self.generator.get_state(),
             "num_samples": self.num_samples,
             "epoch_weights": self._epoch_probabilities.clone(),
             "weights": self._probabilities.clone(),
@@ -298,9 +324,9 @@ class InverseDensitySampler(Sampler[int]):
         Raises:
             InvalidInputError: a state from a sampler of another size, seed or version.
         """
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in (1, _STATE_VERSION):
             raise InvalidInputError(
-                f"state should come from InverseDensitySampler.state_dict() (version "
+                f"state should come from InverseDensitySampler.state_dict() (version 1 to "
                 f"{_STATE_VERSION}), but got version={state.get('version')!r}"
             )
         for key, expected in (("seed", self.seed), ("num_samples", self.num_samples)):
@@ -319,5 +345,17 @@ class InverseDensitySampler(Sampler[int]):
         self._probabilities = weights
         self._epoch_probabilities = epoch_weights
         self._epoch = check_int("state['epoch']", state["epoch"])
+        # Version 1 states predate generators: their epochs were seeded seed + epoch.
+        self._epoch_seed = check_int(
+            "state['epoch_seed']", state.get("epoch_seed", self.seed + self._epoch)
+        )
+        generator_state = state.get("generator_state")
+        if (generator_state is None) != (self.generator is None):
+            raise InvalidInputError(
+                "state and sampler should both use a generator or both a seed, but the state "
+                f"{'has' if generator_state is not None else 'has no'} generator state"
+            )
+        if self.generator is not None and isinstance(generator_state, torch.Tensor):
+            self.generator.set_state(generator_state)
         self._epoch_was_set = bool(state["epoch_was_set"])
         self._position = check_int("state['position']", state["position"], high=len(self) + 1)
