@@ -55,3 +55,24 @@ def test_budget_checks() -> None:
     with pytest.raises(InvalidInputError, match="budget should be an integer"):
         select_subset(torch.ones(3), 1.5)  # type: ignore[arg-type]
     assert select_subset(torch.ones(3), 0).numel() == 0
+
+
+def test_copies_are_one_item_returned_once_as_their_first_row() -> None:
+    groups = torch.tensor([0, 1, 0, 0, 2, 1, 3])
+    weights = torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0])
+    for seed in range(50):
+        chosen = select_subset(weights, 4, seed=seed, groups=groups)
+        assert sorted(chosen.tolist()) == [0, 1, 4, 6]
+    with pytest.raises(InvalidInputError, match=r"number of distinct prompts .* \(4\)"):
+        select_subset(weights, 5, groups=groups)
+    assert select_subset(weights, 7, groups=groups, copies=True).numel() == 7
+
+
+def test_a_prompts_copies_are_drawn_with_their_weight_together() -> None:
+    # Prompt 0 has 3 copies of weight 1, prompt 1 one row of weight 3: equally likely first.
+    groups = torch.tensor([0, 0, 0, 1])
+    weights = torch.tensor([1.0, 1.0, 1.0, 3.0])
+    firsts = [int(select_subset(weights, 1, seed=s, groups=groups)[0]) for s in range(4000)]
+    counts = np.bincount(firsts, minlength=4)
+    assert counts[1] == counts[2] == 0
+    assert chisquare([counts[0], counts[3]]).pvalue > 1e-3

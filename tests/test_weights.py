@@ -113,3 +113,55 @@ def test_weighting_protocol(generator: torch.Generator) -> None:
     assert isinstance(result, DensityResult)
     expected = inverse_density_weights(result.log_density, beta=0.5, max_weight_ratio=None)
     torch.testing.assert_close(weighting(result), expected)
+
+
+def test_copies_of_a_prompt_share_one_cap() -> None:
+    # Rows 0-149: 4 prompts with 37-38 copies each, all far sparser than the 150 distinct
+    # prompts; per row, each copy would fit under the cap, but together they must not.
+    groups = torch.cat([torch.arange(150) % 4, torch.arange(4, 154)])
+    log_density = torch.cat([torch.full((150,), -30.0), torch.zeros(150)]).double()
+    weights = inverse_density_weights(log_density, max_weight_ratio=20.0, groups=groups)
+    mass = torch.zeros(154, dtype=torch.float64).index_add_(0, groups, weights)
+    torch.testing.assert_close(mass[:4], torch.full((4,), 20.0 / 154, dtype=torch.float64))
+    # The rest is shared evenly by the 150 equally dense distinct prompts ...
+    torch.testing.assert_close(mass[4:], torch.full((150,), (1 - 80 / 154) / 150).double())
+    # ... and copies split their prompt's share equally.
+    for group in range(4):
+        rows = weights[:150][groups[:150] == group]
+        torch.testing.assert_close(rows, torch.full_like(rows, float(mass[group]) / rows.numel()))
+
+
+def test_uniform_mix_is_per_distinct_prompt() -> None:
+    groups = torch.tensor([0, 0, 0, 1])
+    weights = inverse_density_weights(
+        torch.tensor([50.0, 50.0, 50.0, 0.0]), max_weight_ratio=None, uniform_mix=0.5, groups=groups
+    )
+    # The copies' own weight underflows to nothing; the uniform half gives them 1/2 of 1/2.
+    torch.testing.assert_close(
+        weights, torch.tensor([1 / 12, 1 / 12, 1 / 12, 3 / 4], dtype=torch.float64)
+    )
+
+
+def test_distinct_ess_counts_copies_as_one_prompt() -> None:
+    weights = torch.rand(300, generator=torch.Generator().manual_seed(2)).double() + 0.1
+    groups = torch.arange(300) % 40  # 40 prompts, 7-8 copies each
+    mass = torch.zeros(40, dtype=torch.float64).index_add_(0, groups, weights / weights.sum())
+    assert effective_sample_size(weights, groups) == pytest.approx(1 / float((mass**2).sum()))
+    assert effective_sample_size(torch.ones(300), groups) == pytest.approx(
+        1 / (20 * (8 / 300) ** 2 + 20 * (7 / 300) ** 2)
+    )
+    assert effective_sample_size(torch.ones(300), torch.arange(300)) == pytest.approx(300)
+    with pytest.raises(InvalidInputError, match=r"groups should hold one label per row \(300\)"):
+        effective_sample_size(weights, groups[:5])
+
+
+def test_the_default_weighting_caps_copies_together() -> None:
+    rows = torch.randn(60, 8, generator=torch.Generator().manual_seed(0))
+    rows = torch.cat([rows[:3].repeat(20, 1), rows[3:]])  # 3 prompts x 20 copies + 57 distinct
+    result = ExactKNNDensity(k=5).estimate(rows)
+    assert result.distinct_index is not None
+    assert result.distinct_index[:60].tolist() == [i % 3 for i in range(60)]
+    assert result.distinct_index[60:].tolist() == list(range(3, 60))
+    weights = InverseDensityWeighting(max_weight_ratio=2.0)(result)
+    mass = torch.zeros(60, dtype=torch.float64).index_add_(0, result.distinct_index, weights)
+    assert float(mass.max()) <= 2.0 / 60 + 1e-12

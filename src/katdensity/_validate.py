@@ -17,6 +17,7 @@ from katdensity.errors import InvalidInputError
 
 __all__ = [
     "as_embeddings",
+    "as_groups",
     "as_log_density",
     "as_probabilities",
     "check_choice",
@@ -170,3 +171,20 @@ def as_probabilities(value: Any, *, name: str = "weights") -> torch.Tensor:
             f"{name} should have a positive sum, but all {tensor.numel()} are zero"
         )
     return tensor / total
+
+
+def as_groups(value: Any, n: int, *, name: str = "groups") -> tuple[torch.Tensor, int]:
+    """Check `(n,)` integer group labels (rows with equal labels are copies of one prompt).
+
+    Returns:
+        `(labels, M)`: the labels renumbered `0 .. M-1` (int64, CPU) and the number of groups.
+    """
+    tensor = _as_tensor(name, value, sequences=True)
+    if tensor.ndim != 1 or tensor.shape[0] != n:
+        raise InvalidInputError(
+            f"{name} should hold one label per row ({n}), but got {_describe(value)}"
+        )
+    if tensor.is_floating_point() and not bool((tensor == tensor.round()).all()):
+        raise InvalidInputError(f"{name} should hold integer labels, but got {_describe(value)}")
+    _, labels = torch.unique(tensor.to(device="cpu", dtype=torch.int64), return_inverse=True)
+    return labels, int(labels.max()) + 1 if n else 0

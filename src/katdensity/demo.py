@@ -81,7 +81,7 @@ def run_demo(
     n = len(data.texts)
     embeddings = HashingEmbedder().embed(data.texts)
     result = ExactKNNDensity(k=k).estimate(embeddings)
-    weights = inverse_density_weights(result.log_density, beta=beta)
+    weights = inverse_density_weights(result.log_density, beta=beta, groups=result.distinct_index)
     # What a trainer sees: draws with replacement from the sampler, one per training prompt.
     uniform = torch.tensor(list(InverseDensitySampler(torch.ones(n), sample_size, seed=seed)))
     dense = torch.tensor(list(InverseDensitySampler(weights, sample_size, seed=seed)))
@@ -97,6 +97,8 @@ def run_demo(
         for group in groups
     }
     ess = effective_sample_size(weights)
+    distinct_ess = effective_sample_size(weights, result.distinct_index)
+    n_distinct = int(result.distinct_index.max()) + 1 if result.distinct_index is not None else n
     topics = len(groups) - 1
     report = "\n".join(
         [
@@ -108,8 +110,9 @@ def run_demo(
             f"A uniform sample of {sample_size} follows topic size; the inverse-density sample "
             f"gives each topic about the same share (ideal {1 / topics:.3f}) and the templated "
             "near-duplicates almost none.",
-            f"Effective sample size {ess:.0f} of {n} ({ess / n:.2f}); "
-            f"took {time.perf_counter() - start:.1f} s.",
+            f"Effective sample size {ess:.0f} of {n} rows ({ess / n:.2f}), "
+            f"{distinct_ess:.0f} of {n_distinct} distinct prompts "
+            f"({distinct_ess / n_distinct:.2f}); took {time.perf_counter() - start:.1f} s.",
         ]
     )
     files: list[Path] = []

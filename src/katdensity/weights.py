@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from katdensity._validate import as_log_density, as_probabilities, check_real
+from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 
@@ -39,18 +39,23 @@ def inverse_density_weights(
     beta: float = 1.0,
     max_weight_ratio: float | None = 20.0,
     uniform_mix: float = 0.0,
+    groups: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Sampling probabilities proportional to `density ** -beta`, capped and mixed with uniform.
+
+    With `groups`, a prompt and its exact copies count as one prompt: the cap and the
+    uniform share apply to the copies together, and `N` below is the number of distinct
+    prompts `M`.
 
     The steps, in order:
 
     1. `p_i ∝ exp(-beta * log_density_i)`, computed with a log-sum-exp so no density
        overflows: dense points get *lower* probability.
-    2. Cap: no probability exceeds `max_weight_ratio / N`. The mass above the cap is
-       redistributed over the uncapped points in proportion to their weight (water-filling),
-       so an isolated outlier cannot take over the sample.
-    3. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N`, a floor that keeps every prompt
-       reachable.
+    2. Cap: no prompt (with its copies) gets more than `max_weight_ratio / N`. The mass
+       above the cap is redistributed over the uncapped prompts in proportion to their
+       weight (water-filling), so an isolated outlier cannot take over the sample.
+    3. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N` per prompt, a floor that keeps
+       every prompt reachable.
 
     Args:
         log_density: `(N,)` natural-log densities, e.g. `DensityResult.log_density`.
@@ -58,9 +63,12 @@ def inverse_density_weights(
             temper it, values above 1 exaggerate it.
         max_weight_ratio: cap on `p_i * N`, at least 1; `None` disables the cap.
         uniform_mix: share of uniform probability mixed in, in `[0, 1]`.
+        groups: `(N,)` integer labels, equal for the copies of one prompt, e.g.
+            `DensityResult.distinct_index`; `None` treats every row as its own prompt.
 
     Returns:
-        `(N,)` float64 probabilities summing to 1.
+        `(N,)` float64 probabilities summing to 1, row `i` for row `i`; copies of one
+            prompt share its probability equally.
 
     Raises:
         InvalidInputError: non-finite log-densities or out-of-range options.
@@ -74,14 +82,32 @@ def inverse_density_weights(
     log_density = as_log_density(log_density)
     beta = check_real("beta", beta, low=0.0)
     uniform_mix = check_real("uniform_mix", uniform_mix, low=0.0, high=1.0)
-    n = log_density.shape[0]
-    probabilities = torch.softmax(-beta * log_density, dim=0)
+    ratio = None
     if max_weight_ratio is not None:
         ratio = check_real("max_weight_ratio", max_weight_ratio, low=1.0)
-        probabilities = _cap(probabilities, ratio / n)
+    probabilities = torch.softmax(-beta * log_density, dim=0)
+    labels, n_prompts = _labels(groups, log_density.shape[0])
+    # Work on each prompt's total (its copies together), then share it among the copies.
+    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
+    adjusted = mass
+    if ratio is not None:
+        adjusted = _cap(adjusted, ratio / n_prompts)
     if uniform_mix > 0.0:
-        probabilities = (1.0 - uniform_mix) * probabilities + uniform_mix / n
+        adjusted = (1.0 - uniform_mix) * adjusted + uniform_mix / n_prompts
+    share = torch.where(mass > 0, adjusted / mass, torch.zeros_like(mass))
+    probabilities = probabilities * share[labels]
+    if bool((mass == 0).any()):  # prompts whose weight underflowed get their share evenly
+        copies = torch.bincount(labels, minlength=n_prompts).double()
+        probabilities = torch.where(
+            mass[labels] == 0, adjusted[labels] / copies[labels], probabilities
+        )
     return probabilities / probabilities.sum()
+
+
+def _labels(groups: torch.Tensor | np.ndarray | None, n: int) -> tuple[torch.Tensor, int]:
+    if groups is None:
+        return torch.arange(n), n
+    return as_groups(groups, n)
 
 
 def _cap(probabilities: torch.Tensor, cap: float) -> torch.Tensor:
@@ -105,17 +131,35 @@ def _cap(probabilities: torch.Tensor, cap: float) -> torch.Tensor:
     return capped
 
 
-def effective_sample_size(weights: torch.Tensor | np.ndarray) -> float:
+def effective_sample_size(
+    weights: torch.Tensor | np.ndarray, groups: torch.Tensor | np.ndarray | None = None
+) -> float:
     """Kish's effective sample size `(sum w)^2 / sum w^2` of non-negative weights.
 
     It equals `N` for uniform weights and 1 when one item holds all the weight; `ESS / N`
-    says how far a weighting is from uniform.
+    says how far a weighting is from uniform. With `groups`, the weights of a prompt's
+    copies are added first, so 30 copies of one prompt count as one prompt: the ESS over
+    distinct prompts, at most their number `M` (compare it with `M`).
+
+    Args:
+        weights: `(N,)` non-negative weights.
+        groups: `(N,)` integer labels, equal for the copies of one prompt (e.g.
+            `DensityResult.distinct_index`); `None` counts rows.
 
     Raises:
-        InvalidInputError: negative, non-finite or all-zero weights.
+        InvalidInputError: negative, non-finite or all-zero weights, or misaligned groups.
+
+    Example:
+        >>> import torch
+        >>> from katdensity import effective_sample_size
+        >>> weights = torch.ones(4)  # rows 0-2 are one prompt repeated
+        >>> effective_sample_size(weights), effective_sample_size(weights, [0, 0, 0, 1])
+        (4.0, 1.6)
     """
     probabilities = as_probabilities(weights)
-    return float(1.0 / probabilities.square().sum())
+    labels, n_prompts = _labels(groups, probabilities.shape[0])
+    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
+    return float(1.0 / mass.square().sum())
 
 
 class InverseDensityWeighting:
@@ -124,7 +168,8 @@ class InverseDensityWeighting:
 
     Args:
         beta: strength of the inverse-density correction (0 uniform, 1 full).
-        max_weight_ratio: cap on any probability, as a multiple of uniform `1/N`.
+        max_weight_ratio: cap on any prompt's probability (its copies together), as a
+            multiple of uniform `1/M` over the `M` distinct prompts.
         uniform_mix: share of uniform probability mixed in.
     """
 
@@ -148,6 +193,7 @@ class InverseDensityWeighting:
             beta=self.beta,
             max_weight_ratio=self.max_weight_ratio,
             uniform_mix=self.uniform_mix,
+            groups=result.distinct_index,
         )
 
     def __repr__(self) -> str:

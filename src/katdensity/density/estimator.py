@@ -151,7 +151,9 @@ class KNNDensityEstimator(abc.ABC):
         neighbors = self._neighbors(search_rows)
         log_density, dim = knn_log_density(neighbors, intrinsic_dim=self.intrinsic_dim)
         multiplicity = torch.ones(n, dtype=torch.int64)
+        distinct_index = torch.arange(n)
         if duplicates is not None:
+            distinct_index = duplicates.inverse
             # m identical prompts are one point of mass m: the density there is m times that
             # of a single copy, so together they weigh what one prompt would at beta=1.
             multiplicity = duplicates.counts[duplicates.inverse]
@@ -173,6 +175,7 @@ class KNNDensityEstimator(abc.ABC):
             neighbors=neighbors,
             intrinsic_dim=dim,
             multiplicity=multiplicity,
+            distinct_index=distinct_index,
         )
 
     def _prepare_in_memory(

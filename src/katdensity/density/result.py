@@ -26,12 +26,17 @@ class DensityResult:
         intrinsic_dim: the dimension `d` used in the `r^-d` volume law (estimated or given).
         multiplicity: `(N,)` int64 number of rows identical to each row (1 when unique);
             `None` when the estimator does not track duplicates.
+        distinct_index: `(N,)` int64: the distinct prompt each row is a copy of, numbered in
+            order of first appearance (rows with equal embeddings share a number); `None`
+            when the estimator does not track duplicates. Weights, ESS and subsets count
+            the copies of a prompt together through it.
     """
 
     log_density: torch.Tensor
     neighbors: Neighbors
     intrinsic_dim: float
     multiplicity: torch.Tensor | None = None
+    distinct_index: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.log_density.ndim != 1 or self.log_density.dtype != torch.float64:
