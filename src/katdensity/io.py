@@ -1,4 +1,4 @@
-"""Reading prompt sets and reading/writing embeddings files.
+"""Reading prompt sets, reading/writing embeddings files, and reading weights files.
 
 Prompt JSONL formats (one JSON object per line):
 
@@ -15,7 +15,13 @@ Embeddings files: `.pt` holds `{"ids": list[str], "emb": Tensor (N, D), "embedde
 (the research scripts' format, plus the embedder's description) and is read with
 `torch.load(weights_only=True)` only, so a pickled payload is refused. `.npy` holds the
 `(N, D)` matrix (read memory-mapped) with a sidecar `<name>.ids.json` holding `ids` and
-`embedder`. Every write goes to a temporary file renamed into place.
+`embedder`. Every write goes to a temporary file renamed into place. Weights files
+(`katdensity weights`) are `.pt` files holding `ids` and `weights`, read the same way.
+
+Readers take any bytes: a file that is not UTF-8, not JSON, of the wrong JSON types, not a
+torch archive or `.npy` array, truncated or of the wrong shape or dtype raises
+[`InvalidInputError`][katdensity.InvalidInputError] naming the file (and line), the problem
+and the fix, never a decoding, unpickling or archive error.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -42,12 +49,21 @@ __all__ = [
     "EmbeddingsFile",
     "Prompt",
     "load_embeddings",
+    "load_weights",
     "prompt_id",
     "read_prompts",
     "save_embeddings",
 ]
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):", flags=re.S)
+# A longer line is not a prompt (a binary file, or JSON without newlines): refuse to buffer it.
+_MAX_LINE_BYTES = 16 * 2**20
+# JSON escapes of UTF-16 surrogates: only a line holding one needs the (slower) full check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_EMBEDDINGS_WRITER = "`katdensity embed` or katdensity.io.save_embeddings"
+_ID_RULE = "should be a string (one non-empty line) or an integer"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,7 @@ def read_prompts(
     second and later copies of the same text get `#2`, `#3`, ... appended, so ids stay unique.
 
     Args:
-        path: the JSONL file.
+        path: the JSONL file (UTF-8; a leading byte-order mark is skipped).
         field: the key holding the prompt text; `None` detects the format per line.
         dedupe: drop prompts whose whitespace-normalised text was seen before (keep the first).
 
@@ -88,37 +104,48 @@ def read_prompts(
         The prompts, in file order.
 
     Raises:
-        InvalidInputError: a line that is not JSON, has no prompt, or an empty prompt; the
-            message names the file and line number.
+        InvalidInputError: a missing file, or a line that is not UTF-8, is longer than 16 MiB,
+            is not a JSON object, holds a prompt field of the wrong type (e.g. a `prompt` that
+            is not a string, `prefix.messages` that is not a list of objects), an `id` that is
+            not a one-line string or an integer, a lone surrogate escape, no prompt or an empty
+            one; the message names the file and line number.
     """
-    source = Path(path)
-    if not source.is_file():
-        raise InvalidInputError(
-            f"path should be an existing JSONL file, but {source} does not exist"
-        )
+    source = _existing(path, "JSONL file")
     prompts: list[Prompt] = []
     seen: set[str] = set()
     derived: Counter[str] = Counter()
-    with source.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with source.open("rb") as lines:
+        # Bytes, so that a bad byte or an endless line is reported with its line number.
+        for number, raw in enumerate(iter(lambda: lines.readline(_MAX_LINE_BYTES + 1), b""), 1):
+            where = f"{source}:{number}"
+            if len(raw) > _MAX_LINE_BYTES:
+                raise InvalidInputError(
+                    f"{where}: the line is longer than {_MAX_LINE_BYTES >> 20} MiB; prompt files "
+                    "should be JSONL, one JSON object per line"
+                )
+            line = _decode(raw, where, "prompt files should be UTF-8 JSONL")
+            if number == 1:
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InvalidInputError(
-                    f"{source}:{number}: not valid JSON ({error.msg})"
-                ) from None
+            record = _parse_json(line, where)
             if not isinstance(record, dict):
-                raise InvalidInputError(f"{source}:{number}: should be a JSON object")
-            text = _prompt_text(record, field)
+                raise InvalidInputError(f"{where}: should be a JSON object")
+            if _SURROGATE_ESCAPE.search(line) and not _encodable(
+                json.dumps(record, ensure_ascii=False)
+            ):
+                raise InvalidInputError(
+                    f"{where}: holds a lone surrogate escape (such as \\ud800), which is not "
+                    "text; fix or drop it"
+                )
+            text = _prompt_text(record, field, where)
             if text is None:
                 wanted = (
                     f"a {field!r} field" if field else "'prompt', 'prefix.messages' or 'chosen'"
                 )
-                raise InvalidInputError(f"{source}:{number}: no prompt found; expected {wanted}")
+                raise InvalidInputError(f"{where}: no prompt found; expected {wanted}")
             if not text.strip():
-                raise InvalidInputError(f"{source}:{number}: the prompt is empty")
+                raise InvalidInputError(f"{where}: the prompt is empty")
             key = " ".join(text.split())
             if dedupe and key in seen:
                 continue
@@ -131,29 +158,47 @@ def read_prompts(
                 if derived[identifier] > 1:
                     identifier = f"{identifier}#{derived[identifier]}"
             else:
-                identifier = str(raw_id)
+                checked = _valid_id(raw_id)
+                if checked is None:
+                    raise InvalidInputError(f"{where}: 'id' {_ID_RULE}, but is {_shown(raw_id)}")
+                identifier = checked
             prompts.append(Prompt(id=identifier, text=text, record=record))
     return prompts
 
 
-def _prompt_text(record: Mapping[str, Any], field: str | None) -> str | None:
+def _prompt_text(record: Mapping[str, Any], field: str | None, where: str) -> str | None:
+    """The prompt of `record`, `None` if it has none; a prompt field of the wrong type raises."""
     if field is not None:
-        value = record.get(field)
-        return value if isinstance(value, str) else None
-    if isinstance(record.get("prompt"), str):
-        return str(record["prompt"])
+        return _string(record, field, where)
+    prompt = _string(record, "prompt", where)
+    if prompt is not None:
+        return prompt
     prefix = record.get("prefix")
-    if isinstance(prefix, Mapping) and isinstance(prefix.get("messages"), list):
+    if prefix is not None:
+        messages = prefix.get("messages") if isinstance(prefix, Mapping) else None
+        if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
+            raise InvalidInputError(
+                f"{where}: 'prefix' should be an object whose 'messages' is a list of objects "
+                f'{{"role": ..., "content": "..."}}, but is {_shown(prefix)}'
+            )
         turns = [
-            str(message.get("content", ""))
-            for message in prefix["messages"]
-            if isinstance(message, Mapping) and message.get("role") == "user"
+            _string(message, "content", f"{where}: prefix.messages[{index}]") or ""
+            for index, message in enumerate(messages)
+            if message.get("role") == "user"
         ]
         return "\n\n".join(turns)
     transcript = record.get("chosen")
     if isinstance(transcript, str) and "Human:" in transcript:
         return "\n\n".join(_hh_human_turns(transcript))
     return None
+
+
+def _string(record: Mapping[str, Any], key: str, where: str) -> str | None:
+    """`record[key]`: a string, or `None` if absent or null; any other type raises."""
+    value = record.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidInputError(f"{where}: {key!r} should be a string, but is {_shown(value)}")
 
 
 def _hh_human_turns(transcript: str) -> list[str]:
@@ -218,52 +263,224 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingsFile:
     scripts' `{"ids", "emb"}` `.pt` files.
 
     Raises:
-        InvalidInputError: a missing file, a `.pt` that holds anything but tensors, lists,
-            strings and numbers (pickled objects are refused), or ids that do not align.
+        InvalidInputError: a missing file; a `.pt` that is not a torch archive, is truncated,
+            holds anything but tensors, lists, strings and numbers (pickled objects are
+            refused) or lacks `ids`/`emb`; a `.npy` that is truncated or not an array, or
+            whose `.ids.json` is missing, not UTF-8 JSON or lacks `ids`; ids that are not
+            one-line strings or integers, repeat or do not align with the rows; embeddings
+            that are not a 2-D float16/32/64 matrix with at least one row and column.
     """
-    source = Path(path)
-    if not source.is_file():
-        raise InvalidInputError(
-            f"path should be an existing embeddings file, but {source} does not exist"
-        )
+    source = _existing(path, "embeddings file")
     if source.suffix == ".pt":
-        try:
-            blob = torch.load(source, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise InvalidInputError(
-                f"{source} holds objects that are not plain tensors and lists; katdensity refuses "
-                f"to unpickle them (weights_only=True): {str(error).splitlines()[0]}"
-            ) from None
-        if not isinstance(blob, dict) or "ids" not in blob or "emb" not in blob:
-            raise InvalidInputError(f"{source} should hold a dict with 'ids' and 'emb'")
-        ids, matrix = [str(i) for i in blob["ids"]], blob["emb"]
+        blob = _read_torch(source, ("ids", "emb"))
+        ids_source, matrix = source, blob["emb"]
+        raw_ids, embedder = blob["ids"], blob.get("embedder")
         if not isinstance(matrix, torch.Tensor):
             raise InvalidInputError(
                 f"{source}: 'emb' should be a tensor, but is {type(matrix).__name__}"
             )
-        embedder = dict(blob.get("embedder") or {})
     elif source.suffix == ".npy":
-        side = _sidecar(source)
-        if not side.is_file():
-            raise InvalidInputError(f"{source} needs its ids file {side.name} beside it")
-        meta = json.loads(side.read_text())
-        ids, embedder = [str(i) for i in meta["ids"]], dict(meta.get("embedder") or {})
-        matrix = np.load(source, mmap_mode="r")
+        ids_source = _sidecar(source)
+        if not ids_source.is_file():
+            raise InvalidInputError(f"{source} needs its ids file {ids_source.name} beside it")
+        meta = _parse_json(
+            _decode(ids_source.read_bytes(), str(ids_source), "ids files should be UTF-8 JSON"),
+            str(ids_source),
+        )
+        if not isinstance(meta, dict) or "ids" not in meta:
+            raise InvalidInputError(
+                f"{ids_source} should hold a JSON object with 'ids' (and 'embedder'); "
+                f"write it with {_EMBEDDINGS_WRITER}"
+            )
+        raw_ids, embedder = meta["ids"], meta.get("embedder")
+        matrix = _read(
+            source,
+            lambda npy: np.lib.format.open_memmap(npy, mode="r"),
+            lambda error: f"is truncated or not a .npy array ({_first_line(error)})",
+            _EMBEDDINGS_WRITER,
+        )
     else:
         raise InvalidInputError(f"path should end in .pt or .npy, but got {source.name}")
-    if matrix.ndim != 2:
+    ids = _ids(raw_ids, ids_source)
+    if embedder is not None and not (
+        isinstance(embedder, dict) and all(isinstance(key, str) for key in embedder)
+    ):
         raise InvalidInputError(
-            f"{source}: embeddings should be 2-D (N, D), but have shape {tuple(matrix.shape)}"
+            f"{ids_source}: 'embedder' should be an object of named options, but is "
+            f"{_shown(embedder)}"
+        )
+    floats = (
+        matrix.layout == torch.strided and matrix.is_floating_point()
+        if isinstance(matrix, torch.Tensor)
+        else matrix.dtype in _FLOAT_DTYPES
+    )
+    if not floats:
+        raise InvalidInputError(
+            f"{source}: embeddings should be float16, float32 or float64 numbers (dense, native "
+            f"byte order), but are {matrix.dtype}"
+        )
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise InvalidInputError(
+            f"{source}: embeddings should be 2-D (N, D) with N, D >= 1, but have shape "
+            f"{tuple(matrix.shape)}"
         )
     _check_aligned(ids, int(matrix.shape[0]), source)
-    return EmbeddingsFile(ids=ids, embeddings=matrix, embedder=embedder)
+    return EmbeddingsFile(ids=ids, embeddings=matrix, embedder=dict(embedder or {}))
 
 
-def _check_aligned(ids: list[str], rows: int, path: Path) -> None:
+def load_weights(path: str | os.PathLike[str]) -> tuple[list[str], torch.Tensor]:
+    """Read the ids and weights of a weights file written by `katdensity weights`.
+
+    Returns:
+        The ids and their weights, a 1-D float tensor aligned with them.
+
+    Raises:
+        InvalidInputError: a missing file; a file that is not a torch archive, is truncated,
+            holds pickled objects or lacks `ids`/`weights`; ids that are not one-line strings
+            or integers; weights that are not a 1-D float tensor, one per id.
+    """
+    source = _existing(path, "weights file")
+    record = _read_torch(source, ("ids", "weights"), "`katdensity weights`")
+    ids, weights = _ids(record["ids"], source), record["weights"]
+    if not (
+        isinstance(weights, torch.Tensor)
+        and weights.layout == torch.strided
+        and weights.is_floating_point()
+        and weights.ndim == 1
+    ):
+        raise InvalidInputError(
+            f"{source}: 'weights' should be a 1-D float tensor, but is {_shown(weights)}"
+        )
+    _check_aligned(ids, weights.shape[0], source, "weights")
+    return ids, weights
+
+
+def _existing(path: str | os.PathLike[str], what: str) -> Path:
+    source = Path(path)
+    if not source.is_file():
+        raise InvalidInputError(f"path should be an existing {what}, but {source} does not exist")
+    return source
+
+
+def _read(
+    source: Path, load: Callable[[Path], T], problem: Callable[[Exception], str], writer: str
+) -> T:
+    """`load(source)`; any failure but an OSError raises InvalidInputError with `problem`."""
+    try:
+        with warnings.catch_warnings():
+            # Such as torch's "Detected pickle protocol 4": the error below says what is wrong.
+            warnings.simplefilter("ignore")
+            return load(source)
+    except OSError:
+        raise
+    except Exception as error:  # EOFError, RuntimeError, UnpicklingError, KeyError, ...
+        raise InvalidInputError(f"{source} {problem(error)}; write it with {writer}") from None
+
+
+def _read_torch(
+    source: Path, keys: tuple[str, ...], writer: str = _EMBEDDINGS_WRITER
+) -> dict[str, Any]:
+    """A dict holding `keys` from `torch.load(weights_only=True)`, or InvalidInputError."""
+
+    def problem(error: Exception) -> str:
+        with source.open("rb") as handle:
+            head = handle.read(4)
+        # A torch archive is a zip file holding a pickle; a bare pickle starts with PROTO (0x80).
+        archive = head == b"PK\x03\x04"
+        if isinstance(error, pickle.UnpicklingError) and (archive or head[:1] == b"\x80"):
+            return (
+                "holds objects that are not plain tensors and lists; katdensity refuses to "
+                "unpickle them (weights_only=True)"
+            )
+        return "is a truncated or corrupted torch archive" if archive else "is not a torch archive"
+
+    blob = _read(
+        source,
+        lambda pt: torch.load(pt, map_location="cpu", weights_only=True),
+        problem,
+        writer,
+    )
+    if not isinstance(blob, dict) or not all(key in blob for key in keys):
+        wanted = " and ".join(repr(key) for key in keys)
+        raise InvalidInputError(
+            f"{source} should hold a dict with {wanted}; write it with {writer}"
+        )
+    return blob
+
+
+def _decode(raw: bytes, where: str, expected: str) -> str:
+    """`raw` as UTF-8 text; the first byte that is not UTF-8 raises InvalidInputError."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInputError(
+            f"{where}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
+            f"{expected}"
+        ) from None
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        if isinstance(error, json.JSONDecodeError):
+            reason = error.msg
+        elif isinstance(error, RecursionError):
+            reason = "nested too deeply"
+        else:  # an integer beyond sys.get_int_max_str_digits()
+            reason = "a number with too many digits"
+        raise InvalidInputError(f"{where}: not valid JSON ({reason})") from None
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode (a JSON escape can make a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_id(value: Any) -> str | None:
+    """`value` as an id if it is a string (one non-empty line of text) or an integer."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    identifier = str(value)
+    return (
+        identifier if identifier.splitlines() == [identifier] and _encodable(identifier) else None
+    )
+
+
+def _ids(raw: Any, where: Path) -> list[str]:
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidInputError(f"{where}: 'ids' should be a list, but is {_shown(raw)}")
+    ids = [_valid_id(value) for value in raw]
+    if None in ids:
+        row = ids.index(None)
+        raise InvalidInputError(f"{where}: ids[{row}] {_ID_RULE}, but is {_shown(raw[row])}")
+    return cast("list[str]", ids)
+
+
+def _shown(value: Any) -> str:
+    """A short description of a wrong value: its JSON text, or its type."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"a {value.dtype} {type(value).__name__} of shape {tuple(value.shape)}"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _check_aligned(ids: list[str], rows: int, path: Path, what: str = "embedding rows") -> None:
     if len(ids) != rows:
         raise InvalidInputError(
-            f"{path}: ids and embedding rows should align one to one, but there are "
-            f"{len(ids)} ids and {rows} rows"
+            f"{path}: ids and {what} should align one to one, but there are "
+            f"{len(ids)} ids and {rows} {what.split()[-1]}"
         )
     if len(set(ids)) != len(ids):
         repeated = next(i for i, count in Counter(ids).items() if count > 1)

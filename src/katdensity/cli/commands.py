@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,8 +12,8 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
-from katdensity.errors import InvalidInputError
-from katdensity.io import load_embeddings, read_prompts, save_embeddings
+from katdensity.errors import InvalidInputError, KatDensityError
+from katdensity.io import load_embeddings, load_weights, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.subset import select_subset
 from katdensity.weights import effective_sample_size, inverse_density_weights
@@ -23,10 +22,22 @@ __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample"
 
 
 def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder:
-    """The named embedder; `--quiet` turns off the progress bar of model embedders."""
+    """The named embedder; `--quiet` turns off the progress bar of model embedders.
+
+    Raises:
+        InvalidInputError: an unknown name, or options the embedder does not take (such as
+            ones recorded in a damaged embeddings file).
+    """
     if quiet and spec != "hashing":
         options = {**options, "progress": False}
-    return get_embedder(spec, **options)
+    try:
+        return get_embedder(spec, **options)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, KatDensityError):
+            raise
+        raise InvalidInputError(
+            f"embedder {spec!r} does not take the options {options}: {error}"
+        ) from None
 
 
 def estimator_for(name: str, *, k: int, quiet: bool) -> DensityEstimator:
@@ -112,21 +123,12 @@ def run_sample(args: argparse.Namespace) -> None:
     if (args.emb is None) == (args.weights is None):
         raise InvalidInputError("give exactly one of --emb and --weights")
     if args.weights is not None:
-        if not Path(args.weights).is_file():
-            raise InvalidInputError(
-                f"--weights should be an existing file, but {args.weights} does not exist"
-            )
-        record = torch.load(args.weights, map_location="cpu", weights_only=True)
-        if not isinstance(record, dict) or "ids" not in record or "weights" not in record:
-            raise InvalidInputError(
-                f"{args.weights} should be a file written by `katdensity weights`"
-            )
-        ids, weights = list(record["ids"]), record["weights"]
+        ids, weights = load_weights(args.weights)
     else:
         stored = load_embeddings(args.emb)
         result = estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings)
         ids, weights = stored.ids, inverse_density_weights(result.log_density)
     chosen = select_subset(weights, args.budget, seed=args.seed)
     with atomic_path(args.out) as temporary:
-        Path(temporary).write_text("".join(f"{ids[i]}\n" for i in chosen.tolist()))
+        temporary.write_text("".join(f"{ids[i]}\n" for i in chosen.tolist()), encoding="utf-8")
     print(f"wrote {chosen.numel()} ids to {args.out}")

@@ -56,11 +56,16 @@ def run_neighbors(args: argparse.Namespace) -> None:
     texts = _texts_by_id(args.data, args.field)
     exclude = -1
     if args.query is not None:
-        query = _embedder_from(stored, args.emb, quiet=args.quiet).embed([args.query])[0]
-        if query.shape[0] != stored.embeddings.shape[1]:
+        embedder = _embedder_from(stored, args.emb, quiet=args.quiet)
+        columns = stored.embeddings.shape[1]
+        # A known dimension is checked first: a damaged file may record any `dim`.
+        dim = embedder.dim
+        query = embedder.embed([args.query])[0] if dim in (None, columns) else None
+        if query is None or query.shape[0] != columns:
             raise InvalidInputError(
-                f"the recorded embedder gives {query.shape[0]} dimensions but {args.emb} holds "
-                f"{stored.embeddings.shape[1]}; re-embed the prompts with `katdensity embed`"
+                f"the recorded embedder gives {dim if query is None else query.shape[0]} "
+                f"dimensions but {args.emb} holds {columns}; re-embed the prompts with "
+                "`katdensity embed`"
             )
     else:
         rows = {identifier: row for row, identifier in enumerate(stored.ids)}
