@@ -97,3 +97,35 @@ def test_budget_too_large(tmp_path: Path, pairs: Path, capsys: pytest.CaptureFix
     assert main(["--quiet", "sample", "--emb", str(emb), "--budget", "999", "--out", str(out)]) == 2
     assert "budget should be at most" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_repeated_prompts_are_counted_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rows 0-149: 4 prompts repeated; rows 150-299: distinct prompts.
+    texts = [f"How do I bake bread, version {i % 4}?" for i in range(150)]
+    texts += [f"Tell me something rare about subject {i} and {i * i}." for i in range(150, 300)]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"r{i}", "prompt": t}) + "\n" for i, t in enumerate(texts))
+    )
+    emb, weights, ids = tmp_path / "emb.pt", tmp_path / "w.pt", tmp_path / "ids.txt"
+    assert main(["--quiet", "embed", "--data", str(data), "--out", str(emb)]) == 0
+    assert main(["--quiet", "weights", "--emb", str(emb), "--out", str(weights)]) == 0
+    summary = capsys.readouterr().out
+    assert "prompts              300 rows, 154 distinct" in summary
+    assert "of distinct)" in summary
+
+    stored = torch.load(weights, weights_only=True)
+    mass = torch.zeros(154, dtype=torch.float64).index_add_(
+        0, stored["distinct_index"], stored["weights"]
+    )
+    assert float(mass.max()) <= 20.0 / 154 + 1e-12  # a prompt with its copies: one cap
+    assert stored["distinct_ess"] == pytest.approx(1 / float(mass.square().sum()))
+
+    for source in (["--weights", str(weights)], ["--emb", str(emb)]):
+        assert main(["--quiet", "sample", *source, "--budget", "100", "--out", str(ids)]) == 0
+        chosen = ids.read_text().split()
+        assert len(chosen) == len(set(chosen)) == 100
+        bread = {int(i[1:]) % 4 for i in chosen if int(i[1:]) < 150}
+        assert sum(int(i[1:]) < 150 for i in chosen) == len(bread) <= 4  # each prompt once

@@ -414,14 +414,15 @@ def test_load_weights_returns_weights_or_invalid_input(tmp_path: Path, data: byt
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "weights.pt"
     path.write_bytes(data)
     try:
-        ids, weights = load_weights(path)
+        stored = load_weights(path)
     except InvalidInputError as error:
         assert path.name in str(error)
         event("invalid: " + _problem(error))
         return
     event("loaded")
-    check_ids(ids)
-    assert weights.shape == (len(ids),) and weights.is_floating_point()
+    check_ids(stored.ids)
+    assert stored.weights.shape == (len(stored.ids),) and stored.weights.is_floating_point()
+    assert stored.groups is None or stored.groups.shape == stored.weights.shape
 
 
 def test_real_line_limit(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from katdensity.errors import InvalidInputError
 __all__ = [
     "EmbeddingsFile",
     "Prompt",
+    "WeightsFile",
     "load_embeddings",
     "load_weights",
     "prompt_id",
@@ -328,16 +329,30 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingsFile:
     return EmbeddingsFile(ids=ids, embeddings=matrix, embedder=dict(embedder or {}))
 
 
-def load_weights(path: str | os.PathLike[str]) -> tuple[list[str], torch.Tensor]:
-    """Read the ids and weights of a weights file written by `katdensity weights`.
+@dataclass(frozen=True)
+class WeightsFile:
+    """The content of a weights file written by `katdensity weights`.
 
-    Returns:
-        The ids and their weights, a 1-D float tensor aligned with them.
+    Attributes:
+        ids: one id per row, unique.
+        weights: `(N,)` float sampling probabilities, row-aligned with `ids`.
+        groups: `(N,)` int64: the distinct prompt each row is a copy of (equal for exact
+            copies); `None` in files that predate it.
+    """
+
+    ids: list[str]
+    weights: torch.Tensor
+    groups: torch.Tensor | None
+
+
+def load_weights(path: str | os.PathLike[str]) -> WeightsFile:
+    """Read the ids, weights and copy groups of a weights file written by `katdensity weights`.
 
     Raises:
         InvalidInputError: a missing file; a file that is not a torch archive, is truncated,
             holds pickled objects or lacks `ids`/`weights`; ids that are not one-line strings
-            or integers; weights that are not a 1-D float tensor, one per id.
+            or integers; weights that are not a 1-D float tensor, one per id; groups that are
+            not a 1-D integer tensor, one per id.
     """
     source = _existing(path, "weights file")
     record = _read_torch(source, ("ids", "weights"), "`katdensity weights`")
@@ -352,7 +367,18 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[list[str], torch.Tensor]
             f"{source}: 'weights' should be a 1-D float tensor, but is {_shown(weights)}"
         )
     _check_aligned(ids, weights.shape[0], source, "weights")
-    return ids, weights
+    groups = record.get("distinct_index")
+    if groups is not None and not (
+        isinstance(groups, torch.Tensor)
+        and groups.layout == torch.strided
+        and groups.dtype == torch.int64
+        and groups.shape == weights.shape
+    ):
+        raise InvalidInputError(
+            f"{source}: 'distinct_index' should be a 1-D int64 tensor with one entry per "
+            f"id, but is {_shown(groups)}"
+        )
+    return WeightsFile(ids=ids, weights=weights, groups=groups)
 
 
 def _existing(path: str | os.PathLike[str], what: str) -> Path:

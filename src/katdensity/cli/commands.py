@@ -92,14 +92,20 @@ def run_weights(args: argparse.Namespace) -> None:
         beta=args.beta,
         max_weight_ratio=args.max_weight_ratio,
         uniform_mix=args.uniform_mix,
+        groups=result.distinct_index,
     )
     n = weights.shape[0]
+    groups = _groups(result.distinct_index, n)
+    n_distinct = int(groups.max()) + 1
     ess = effective_sample_size(weights)
+    distinct_ess = effective_sample_size(weights, groups)
     record = {
         "ids": stored.ids,
         "log_density": result.log_density,
         "weights": weights,
+        "distinct_index": groups,
         "ess": ess,
+        "distinct_ess": distinct_ess,
         "intrinsic_dim": result.intrinsic_dim,
         "settings": {
             "k": args.k,
@@ -112,9 +118,10 @@ def run_weights(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as temporary:
         torch.save(record, temporary)
     quantiles = torch.quantile(weights * n, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
-    print(f"prompts              {n}")
+    print(f"prompts              {n} rows, {n_distinct} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
-    print(f"ESS                  {ess:.0f} ({ess / n:.2f} of N)")
+    print(f"ESS, distinct        {distinct_ess:.0f} ({distinct_ess / n_distinct:.2f} of distinct)")
+    print(f"ESS, rows            {ess:.0f} ({ess / n:.2f} of N)")
     print(f"weight x N min/med/max {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f}")
     print(f"wrote weights to {args.out}")
 
@@ -123,12 +130,20 @@ def run_sample(args: argparse.Namespace) -> None:
     if (args.emb is None) == (args.weights is None):
         raise InvalidInputError("give exactly one of --emb and --weights")
     if args.weights is not None:
-        ids, weights = load_weights(args.weights)
+        stored_weights = load_weights(args.weights)
+        ids, weights, groups = stored_weights.ids, stored_weights.weights, stored_weights.groups
     else:
         stored = load_embeddings(args.emb)
         result = estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings)
-        ids, weights = stored.ids, inverse_density_weights(result.log_density)
-    chosen = select_subset(weights, args.budget, seed=args.seed)
+        ids, groups = stored.ids, result.distinct_index
+        weights = inverse_density_weights(result.log_density, groups=groups)
+    # Exact copies of a prompt are one prompt: each is chosen at most once.
+    chosen = select_subset(weights, args.budget, seed=args.seed, groups=groups)
     with atomic_path(args.out) as temporary:
         temporary.write_text("".join(f"{ids[i]}\n" for i in chosen.tolist()), encoding="utf-8")
     print(f"wrote {chosen.numel()} ids to {args.out}")
+
+
+def _groups(distinct_index: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The copy groups of an estimate; every row its own when the estimator does not say."""
+    return torch.arange(n) if distinct_index is None else distinct_index
