@@ -206,7 +206,7 @@ def test_from_embeddings_keeps_rows_aligned(generator: torch.Generator) -> None:
     sampler = InverseDensitySampler.from_embeddings(
         embeddings,
         ExactKNNDensity(k=5, metric="euclidean"),
-        InverseDensityWeighting(max_weight_ratio=None),
+        InverseDensityWeighting(max_weight_ratio=None, min_ess_ratio=None),
         num_samples=2_000,
     )
     assert sampler.density is not None and len(sampler.density) == 100
@@ -235,3 +235,18 @@ def test_from_embeddings_keeps_rows_aligned(generator: torch.Generator) -> None:
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         InverseDensitySampler(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_few_repeated_prompts_do_not_take_the_draws() -> None:
+    # 60 rows of 3 prompts repeated, 40 distinct ones: the repeated rows once took 99.9%.
+    from katdensity import HashingEmbedder, effective_sample_size
+
+    texts = [f"How do I cook rice number {i % 3}?" for i in range(60)]
+    texts += [f"unique prompt about topic {i} {'x' * i}" for i in range(40)]
+    sampler = InverseDensitySampler.from_texts(
+        texts, HashingEmbedder(), ExactKNNDensity(k=5), num_samples=5000, seed=0
+    )
+    draws = np.array(list(sampler))
+    assert (draws < 60).mean() < 0.6  # their share of the rows is 0.6
+    assert sampler.density is not None and sampler.density.distinct_index is not None
+    assert effective_sample_size(sampler.weights, sampler.density.distinct_index) >= 0.6 * 43

@@ -13,10 +13,12 @@ from katdensity import (
     ExactKNNDensity,
     InvalidInputError,
     InverseDensityWeighting,
+    Neighbors,
     Weighting,
     effective_sample_size,
     inverse_density_weights,
 )
+from katdensity.weights import weights_with_floor
 
 
 def test_proportional_to_density_power() -> None:
@@ -38,7 +40,9 @@ def test_beta_zero_is_uniform() -> None:
 
 
 def test_no_overflow_with_extreme_log_densities() -> None:
-    weights = inverse_density_weights(torch.tensor([-5000.0, 0.0, 5000.0]), max_weight_ratio=None)
+    weights = inverse_density_weights(
+        torch.tensor([-5000.0, 0.0, 5000.0]), max_weight_ratio=None, min_ess_ratio=None
+    )
     np.testing.assert_allclose(weights.numpy(), [1.0, 0.0, 0.0])
 
 
@@ -120,7 +124,9 @@ def test_copies_of_a_prompt_share_one_cap() -> None:
     # prompts; per row, each copy would fit under the cap, but together they must not.
     groups = torch.cat([torch.arange(150) % 4, torch.arange(4, 154)])
     log_density = torch.cat([torch.full((150,), -30.0), torch.zeros(150)]).double()
-    weights = inverse_density_weights(log_density, max_weight_ratio=20.0, groups=groups)
+    weights = inverse_density_weights(
+        log_density, max_weight_ratio=20.0, groups=groups, min_ess_ratio=None
+    )
     mass = torch.zeros(154, dtype=torch.float64).index_add_(0, groups, weights)
     torch.testing.assert_close(mass[:4], torch.full((4,), 20.0 / 154, dtype=torch.float64))
     # The rest is shared evenly by the 150 equally dense distinct prompts ...
@@ -165,3 +171,69 @@ def test_the_default_weighting_caps_copies_together() -> None:
     weights = InverseDensityWeighting(max_weight_ratio=2.0)(result)
     mass = torch.zeros(60, dtype=torch.float64).index_add_(0, result.distinct_index, weights)
     assert float(mass.max()) <= 2.0 / 60 + 1e-12
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    spread=st.floats(0.1, 200.0),
+    seed=st.integers(0, 2**16),
+    floor=st.sampled_from([0.3, 0.6, 0.9]),
+)
+def test_the_floor_holds_on_any_densities(spread: float, seed: int, floor: float) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    log_density = spread * torch.randn(300, generator=generator, dtype=torch.float64)
+    groups = torch.randint(0, 120, (300,), generator=generator)  # prompts with 0-8 copies
+    weights, used = weights_with_floor(
+        log_density,
+        beta=1.0,
+        max_weight_ratio=20.0,
+        uniform_mix=0.0,
+        groups=groups,
+        min_ess_ratio=floor,
+    )
+    n_prompts = int(torch.unique(groups).numel())
+    assert effective_sample_size(weights, groups) >= floor * n_prompts * (1 - 1e-9)
+    assert 0.0 <= used <= 1.0
+    if used < 1.0:  # tempered no more than needed: a little more strength breaks the floor
+        stronger, _ = weights_with_floor(
+            log_density,
+            beta=min(1.0, used + 2e-3),
+            max_weight_ratio=20.0,
+            uniform_mix=0.0,
+            groups=groups,
+            min_ess_ratio=None,
+        )
+        assert effective_sample_size(stronger, groups) < floor * n_prompts
+
+
+def test_the_floor_tempers_only_when_needed_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mild = torch.tensor([0.0, 0.1, 0.2, 0.3], dtype=torch.float64)
+    weighting = InverseDensityWeighting()
+    result = DensityResult(
+        log_density=mild,
+        neighbors=Neighbors(torch.zeros(4, 1), torch.zeros(4, 1, dtype=torch.int64), "cosine"),
+        intrinsic_dim=1.0,
+    )
+    torch.testing.assert_close(weighting(result), inverse_density_weights(mild, min_ess_ratio=None))
+    assert weighting.beta_used_ == 1.0
+    steep = DensityResult(log_density=mild * 100, neighbors=result.neighbors, intrinsic_dim=1.0)
+    with caplog.at_level("INFO", logger="katdensity.weights"):
+        weights = weighting(steep)
+    assert weighting.beta_used_ is not None and weighting.beta_used_ < 0.1
+    assert effective_sample_size(weights) >= 0.6 * 4
+    assert "strength beta 1 -> 0.0" in caplog.text and "ESS/N >= 0.60" in caplog.text
+    with pytest.raises(InvalidInputError, match=r"min_ess_ratio should be a finite number > 0"):
+        InverseDensityWeighting(min_ess_ratio=0.0)
+
+
+def test_copies_weigh_one_prompt_at_any_strength() -> None:
+    # Prompt 0 has 10 copies (its log-density raised by log 10, as estimators report it).
+    groups = torch.tensor([0] * 10 + [1, 2])
+    log_density = torch.tensor([1.0 + math.log(10)] * 10 + [1.0, 1.0], dtype=torch.float64)
+    for beta in (0.0, 0.3, 1.0):
+        weights = inverse_density_weights(
+            log_density, beta=beta, groups=groups, max_weight_ratio=None, min_ess_ratio=None
+        )
+        torch.testing.assert_close(weights[:10].sum(), torch.tensor(1 / 3, dtype=torch.float64))

@@ -30,7 +30,7 @@ from katdensity.errors import MissingDependencyError
 from katdensity.io import prompt_id
 from katdensity.sampler import InverseDensitySampler
 from katdensity.synthetic import generated_prompts
-from katdensity.weights import effective_sample_size, inverse_density_weights
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO, effective_sample_size, weights_with_floor
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -81,7 +81,14 @@ def run_demo(
     n = len(data.texts)
     embeddings = HashingEmbedder().embed(data.texts)
     result = ExactKNNDensity(k=k).estimate(embeddings)
-    weights = inverse_density_weights(result.log_density, beta=beta, groups=result.distinct_index)
+    weights, beta_used = weights_with_floor(
+        result.log_density,
+        beta=beta,
+        max_weight_ratio=20.0,
+        uniform_mix=0.0,
+        groups=result.distinct_index,
+        min_ess_ratio=DEFAULT_MIN_ESS_RATIO,
+    )
     # What a trainer sees: draws with replacement from the sampler, one per training prompt.
     uniform = torch.tensor(list(InverseDensitySampler(torch.ones(n), sample_size, seed=seed)))
     dense = torch.tensor(list(InverseDensitySampler(weights, sample_size, seed=seed)))
@@ -108,8 +115,9 @@ def run_demo(
             f"{sum(label == _TEMPLATED for label in labels)} templated near-duplicates, "
             f"hashing embedder, exact kNN with k={k}, beta={beta}.",
             f"A uniform sample of {sample_size} follows topic size; the inverse-density sample "
-            f"gives each topic about the same share (ideal {1 / topics:.3f}) and the templated "
-            "near-duplicates almost none.",
+            "narrows the topics' spread towards equal shares (ideal "
+            f"{1 / topics:.3f}) and draws the templated near-duplicates far less.",
+            _strength_line(beta, beta_used),
             f"Effective sample size {ess:.0f} of {n} rows ({ess / n:.2f}), "
             f"{distinct_ess:.0f} of {n_distinct} distinct prompts "
             f"({distinct_ess / n_distinct:.2f}); took {time.perf_counter() - start:.1f} s.",
@@ -121,6 +129,15 @@ def run_demo(
             Path(out_dir), data.texts, labels, embeddings, result, weights, report
         )
     return DemoResult(report=report, shares=shares, files=files)
+
+
+def _strength_line(beta: float, used: float) -> str:
+    if used == beta:
+        return f"Strength beta {beta:g}: the weights keep distinct ESS/N above the floor."
+    return (
+        f"Strength beta {beta:g} -> {used:.2f} to keep distinct ESS/N >= "
+        f"{DEFAULT_MIN_ESS_RATIO:.2f} (the default floor; see the density docs)."
+    )
 
 
 def _table(shares: dict[str, tuple[float, float, float]], labels: list[str]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -12,11 +14,20 @@ from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 
 __all__ = [
+    "DEFAULT_MIN_ESS_RATIO",
     "InverseDensityWeighting",
     "Weighting",
     "effective_sample_size",
     "inverse_density_weights",
+    "weights_with_floor",
 ]
+
+logger = logging.getLogger(__name__)
+
+# The default floor on the ESS over distinct prompts, as a share of their number: the
+# weights may discard at most 40% of the set's effective size unless the user asks.
+DEFAULT_MIN_ESS_RATIO = 0.6
+_SCAN_STEPS = 32
 
 
 @runtime_checkable
@@ -40,12 +51,14 @@ def inverse_density_weights(
     max_weight_ratio: float | None = 20.0,
     uniform_mix: float = 0.0,
     groups: torch.Tensor | np.ndarray | None = None,
+    min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
 ) -> torch.Tensor:
-    """Sampling probabilities proportional to `density ** -beta`, capped and mixed with uniform.
+    """Sampling probabilities proportional to `density ** -beta`, capped, mixed with uniform
+    and bounded in how far they move from uniform.
 
-    With `groups`, a prompt and its exact copies count as one prompt: the cap and the
-    uniform share apply to the copies together, and `N` below is the number of distinct
-    prompts `M`.
+    With `groups`, a prompt and its exact copies count as one prompt: together they weigh
+    what one prompt at their density would at any `beta`, the cap and the uniform share apply
+    to them together, and `N` below is the number of distinct prompts `M`.
 
     The steps, in order:
 
@@ -56,6 +69,9 @@ def inverse_density_weights(
        weight (water-filling), so an isolated outlier cannot take over the sample.
     3. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N` per prompt, a floor that keeps
        every prompt reachable.
+    4. Floor on the effective sample size: when the ESS over distinct prompts falls below
+       `min_ess_ratio * N`, `beta` is lowered to the largest value that keeps it there
+       (logged at INFO), so the weights never discard more of the set than that.
 
     Args:
         log_density: `(N,)` natural-log densities, e.g. `DensityResult.log_density`.
@@ -65,6 +81,9 @@ def inverse_density_weights(
         uniform_mix: share of uniform probability mixed in, in `[0, 1]`.
         groups: `(N,)` integer labels, equal for the copies of one prompt, e.g.
             `DensityResult.distinct_index`; `None` treats every row as its own prompt.
+        min_ess_ratio: the smallest distinct ESS/N allowed, in `(0, 1]`, default 0.6;
+            `None` lets `beta` act in full. Raising it keeps the sample closer to uniform;
+            lowering it lets the density correction go further.
 
     Returns:
         `(N,)` float64 probabilities summing to 1, row `i` for row `i`; copies of one
@@ -79,14 +98,84 @@ def inverse_density_weights(
         >>> inverse_density_weights(torch.tensor([0.0, 0.0, 2.0]), max_weight_ratio=None)
         tensor([0.4683, 0.4683, 0.0634], dtype=torch.float64)
     """
+    probabilities, _ = weights_with_floor(
+        log_density,
+        beta=beta,
+        max_weight_ratio=max_weight_ratio,
+        uniform_mix=uniform_mix,
+        groups=groups,
+        min_ess_ratio=min_ess_ratio,
+    )
+    return probabilities
+
+
+def weights_with_floor(
+    log_density: torch.Tensor | np.ndarray,
+    *,
+    beta: float,
+    max_weight_ratio: float | None,
+    uniform_mix: float,
+    groups: torch.Tensor | np.ndarray | None,
+    min_ess_ratio: float | None,
+) -> tuple[torch.Tensor, float]:
+    """[`inverse_density_weights`][katdensity.inverse_density_weights], and the `beta` used."""
     log_density = as_log_density(log_density)
     beta = check_real("beta", beta, low=0.0)
     uniform_mix = check_real("uniform_mix", uniform_mix, low=0.0, high=1.0)
     ratio = None
     if max_weight_ratio is not None:
         ratio = check_real("max_weight_ratio", max_weight_ratio, low=1.0)
-    probabilities = torch.softmax(-beta * log_density, dim=0)
+    if min_ess_ratio is not None:
+        min_ess_ratio = check_real("min_ess_ratio", min_ess_ratio, low=0.0, high=1.0, low_open=True)
     labels, n_prompts = _labels(groups, log_density.shape[0])
+    log_copies = torch.bincount(labels, minlength=n_prompts).double().log()[labels]
+    # A prompt's copies share one prompt's weight whatever beta: log m is taken out of the
+    # density before beta applies and divided out after.
+    own = log_density - log_copies
+
+    def at(strength: float) -> torch.Tensor:
+        probabilities = torch.softmax(-strength * own - log_copies, dim=0)
+        return _cap_and_mix(probabilities, labels, n_prompts, ratio, uniform_mix)
+
+    probabilities = at(beta)
+    if min_ess_ratio is None or _distinct_ess(probabilities, labels, n_prompts) >= (
+        min_ess_ratio * n_prompts
+    ):
+        return probabilities, beta
+    used = _largest_strength(
+        lambda b: _distinct_ess(at(b), labels, n_prompts) >= min_ess_ratio * n_prompts, beta
+    )
+    logger.info(
+        "strength beta %.3g -> %.3g to keep distinct ESS/N >= %.2f", beta, used, min_ess_ratio
+    )
+    return at(used), used
+
+
+def _largest_strength(meets_floor: Callable[[float], bool], beta: float) -> float:
+    """The largest `b` in `[0, beta]` with `meets_floor(b)`, to 1e-3 of `beta`: a coarse scan
+    down from `beta` (the ESS need not fall monotonically with it), then bisection."""
+    above = beta
+    for step in range(1, _SCAN_STEPS + 1):
+        candidate = beta * (1 - step / _SCAN_STEPS)
+        if meets_floor(candidate):
+            below = candidate
+            break
+        above = candidate
+    else:
+        return 0.0
+    while above - below > 1e-3 * beta:
+        middle = (above + below) / 2
+        below, above = (middle, above) if meets_floor(middle) else (below, middle)
+    return below
+
+
+def _cap_and_mix(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    n_prompts: int,
+    ratio: float | None,
+    uniform_mix: float,
+) -> torch.Tensor:
     # Work on each prompt's total (its copies together), then share it among the copies.
     mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
     adjusted = mass
@@ -102,6 +191,11 @@ def inverse_density_weights(
             mass[labels] == 0, adjusted[labels] / copies[labels], probabilities
         )
     return probabilities / probabilities.sum()
+
+
+def _distinct_ess(probabilities: torch.Tensor, labels: torch.Tensor, n_prompts: int) -> float:
+    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
+    return float(1.0 / mass.square().sum())
 
 
 def _labels(groups: torch.Tensor | np.ndarray | None, n: int) -> tuple[torch.Tensor, int]:
@@ -157,9 +251,7 @@ def effective_sample_size(
         (4.0, 1.6)
     """
     probabilities = as_probabilities(weights)
-    labels, n_prompts = _labels(groups, probabilities.shape[0])
-    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
-    return float(1.0 / mass.square().sum())
+    return _distinct_ess(probabilities, *_labels(groups, probabilities.shape[0]))
 
 
 class InverseDensityWeighting:
@@ -171,16 +263,30 @@ class InverseDensityWeighting:
         max_weight_ratio: cap on any prompt's probability (its copies together), as a
             multiple of uniform `1/M` over the `M` distinct prompts.
         uniform_mix: share of uniform probability mixed in.
+        min_ess_ratio: the smallest distinct ESS/M allowed (default 0.6): `beta` is lowered
+            until the weights meet it; `None` lets `beta` act in full.
+
+    Attributes:
+        beta_used_: the strength the last call used (`beta`, or less to meet the floor).
     """
 
     def __init__(
-        self, beta: float = 1.0, *, max_weight_ratio: float | None = 20.0, uniform_mix: float = 0.0
+        self,
+        beta: float = 1.0,
+        *,
+        max_weight_ratio: float | None = 20.0,
+        uniform_mix: float = 0.0,
+        min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
     ) -> None:
         self.beta = check_real("beta", beta, low=0.0)
         if max_weight_ratio is not None:
             check_real("max_weight_ratio", max_weight_ratio, low=1.0)
         self.max_weight_ratio = max_weight_ratio
         self.uniform_mix = check_real("uniform_mix", uniform_mix, low=0.0, high=1.0)
+        if min_ess_ratio is not None:
+            check_real("min_ess_ratio", min_ess_ratio, low=0.0, high=1.0, low_open=True)
+        self.min_ess_ratio = min_ess_ratio
+        self.beta_used_: float | None = None
 
     def __call__(self, result: DensityResult) -> torch.Tensor:
         """Probabilities `(N,)` for the points of `result`."""
@@ -188,16 +294,18 @@ class InverseDensityWeighting:
             raise InvalidInputError(
                 f"result should be a DensityResult, but got {type(result).__name__}"
             )
-        return inverse_density_weights(
+        probabilities, self.beta_used_ = weights_with_floor(
             result.log_density,
             beta=self.beta,
             max_weight_ratio=self.max_weight_ratio,
             uniform_mix=self.uniform_mix,
             groups=result.distinct_index,
+            min_ess_ratio=self.min_ess_ratio,
         )
+        return probabilities
 
     def __repr__(self) -> str:
         return (
             f"InverseDensityWeighting(beta={self.beta}, max_weight_ratio={self.max_weight_ratio}, "
-            f"uniform_mix={self.uniform_mix})"
+            f"uniform_mix={self.uniform_mix}, min_ess_ratio={self.min_ess_ratio})"
         )

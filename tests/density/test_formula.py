@@ -45,7 +45,7 @@ def test_levina_bickel_on_known_radii() -> None:
 
 
 def test_exact_duplicates_weigh_as_one_prompt(generator: torch.Generator) -> None:
-    """m identical rows together get exactly the weight one copy would get (beta=1)."""
+    """m identical rows together get exactly the density-weight one copy would get (beta=1)."""
     others = torch.randn(200, 4, generator=generator)
     single = torch.cat([torch.ones(1, 4), others])
     copies = torch.cat([torch.ones(30, 4), others])
@@ -53,13 +53,42 @@ def test_exact_duplicates_weigh_as_one_prompt(generator: torch.Generator) -> Non
     one, many = estimator.estimate(single), estimator.estimate(copies)
     assert bool(torch.isfinite(many.log_density).all())
     assert many.multiplicity is not None and many.multiplicity[:30].eq(30).all()
-    w_one = inverse_density_weights(one.log_density, max_weight_ratio=None)
-    w_many = inverse_density_weights(many.log_density, max_weight_ratio=None)
-    torch.testing.assert_close(w_many[:30].sum(), w_one[0])
-    torch.testing.assert_close(w_many[30:], w_one[1:])
+    # log p(copy) = log p(one copy there) + log 30, with N = 230 rows instead of 201.
+    expected = one.log_density[0] + math.log(30) + math.log(201 / 230)
+    torch.testing.assert_close(many.log_density[:30], expected.expand(30))
     # Copies are searched once: their neighbours are other prompts, never another copy.
     assert bool((many.neighbors.indices[:30] >= 30).all())
     assert bool((many.neighbors.distances[:30] > 0).all())
+    # A prompt none of whose neighbours is the repeated one keeps its density.
+    far = (one.neighbors.indices[1:] != 0).all(dim=1)
+    torch.testing.assert_close(
+        many.log_density[30:][far], one.log_density[1:][far] + math.log(201 / 230)
+    )
+    # One that has it among its neighbours now counts its 30 rows: it is denser.
+    near = ~far
+    assert bool(near.any())
+    assert bool(
+        (many.log_density[30:][near] > one.log_density[1:][near] + math.log(201 / 230)).all()
+    )
+
+
+def test_neighbours_count_by_their_copies() -> None:
+    # Point 0's neighbours hold 5, 1 and 1 rows: with k=3 the first one already holds 3, so
+    # the density is 5 rows within radius 1 (not 3 within radius 3).
+    distances = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    indices = torch.tensor([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+    neighbors = Neighbors(distances, indices, "euclidean")
+    mass = torch.tensor([1, 5, 1, 1])
+    log_density, _ = knn_log_density(neighbors, intrinsic_dim=2.0, mass=mass)
+    unit_disc = math.log(math.pi)  # V_2 = pi
+    n = 8  # rows in all
+    assert float(log_density[0]) == pytest.approx(math.log(5) - math.log(n) - unit_disc)
+    # Point 1 (the repeated one) does not count itself: 1 + 1 + 1 rows by radius 3.
+    assert float(log_density[1]) == pytest.approx(
+        math.log(3) - math.log(n) - unit_disc - 2 * math.log(3)
+    )
+    plain, _ = knn_log_density(neighbors, intrinsic_dim=2.0)
+    assert float(plain[0]) == pytest.approx(math.log(3) - math.log(4) - unit_disc - 2 * math.log(3))
 
 
 def test_k_counts_distinct_rows() -> None:
@@ -73,7 +102,9 @@ def test_dense_points_get_lower_weight(generator: torch.Generator) -> None:
     dense = 0.05 * torch.randn(500, 3, generator=generator)
     sparse = 3.0 + 1.0 * torch.randn(100, 3, generator=generator)
     result = ExactKNNDensity(k=10, metric="euclidean").estimate(torch.cat([dense, sparse]))
-    weights = inverse_density_weights(result.log_density, max_weight_ratio=None)
+    weights = inverse_density_weights(
+        result.log_density, max_weight_ratio=None, min_ess_ratio=None
+    )
     assert float(weights[:500].mean()) < float(weights[500:].mean()) / 100
     assert float(result.log_density[:500].median()) > float(result.log_density[500:].median())
     # Weights fall with density point by point.

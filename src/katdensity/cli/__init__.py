@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--uniform-mix", type=float, default=0.0, help="share of uniform mixed in (default 0)"
     )
+    weights.add_argument(
+        "--min-ess",
+        type=float,
+        default=0.6,
+        help="lowest distinct ESS/N; beta is tempered to keep it (default 0.6; 1 = uniform)",
+    )
     weights.set_defaults(run=commands.run_weights)
 
     sample = command(

@@ -16,7 +16,7 @@ from katdensity.errors import InvalidInputError, KatDensityError
 from katdensity.io import load_embeddings, load_weights, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.subset import select_subset
-from katdensity.weights import effective_sample_size, inverse_density_weights
+from katdensity.weights import effective_sample_size, inverse_density_weights, weights_with_floor
 
 __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
 
@@ -87,12 +87,13 @@ def run_weights(args: argparse.Namespace) -> None:
     stored = load_embeddings(args.emb)
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet)
     result = estimator.estimate(stored.embeddings)
-    weights = inverse_density_weights(
+    weights, beta_used = weights_with_floor(
         result.log_density,
         beta=args.beta,
         max_weight_ratio=args.max_weight_ratio,
         uniform_mix=args.uniform_mix,
         groups=result.distinct_index,
+        min_ess_ratio=args.min_ess,
     )
     n = weights.shape[0]
     groups = _groups(result.distinct_index, n)
@@ -113,6 +114,8 @@ def run_weights(args: argparse.Namespace) -> None:
             "estimator": args.estimator,
             "max_weight_ratio": args.max_weight_ratio,
             "uniform_mix": args.uniform_mix,
+            "min_ess_ratio": args.min_ess,
+            "beta_used": beta_used,
         },
     }
     with atomic_path(args.out) as temporary:
@@ -120,6 +123,11 @@ def run_weights(args: argparse.Namespace) -> None:
     quantiles = torch.quantile(weights * n, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
     print(f"prompts              {n} rows, {n_distinct} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
+    if beta_used != args.beta:
+        print(
+            f"strength             beta {args.beta:g} -> {beta_used:.2f} to keep distinct "
+            f"ESS/N >= {args.min_ess:.2f}"
+        )
     print(f"ESS, distinct        {distinct_ess:.0f} ({distinct_ess / n_distinct:.2f} of distinct)")
     print(f"ESS, rows            {ess:.0f} ({ess / n:.2f} of N)")
     print(f"weight x N min/med/max {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f}")

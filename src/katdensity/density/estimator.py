@@ -124,7 +124,9 @@ class KNNDensityEstimator(abc.ABC):
         Returns:
             The density of each row, the neighbour graph, and the dimension used.
             Identical rows are searched once: each copy gets the neighbours of its value
-            (never another copy) and a log-density raised by `log(copies)`.
+            (never another copy) and a log-density raised by `log(copies)`, and a
+            neighbour's copies count as that many neighbours (see
+            [`knn_log_density`][katdensity.density.formula.knn_log_density]).
 
         Raises:
             InvalidInputError: NaN/inf rows, an empty or 1-D input, `k >=` the number
@@ -149,7 +151,11 @@ class KNNDensityEstimator(abc.ABC):
                 "lower k or pass more points"
             )
         neighbors = self._neighbors(search_rows)
-        log_density, dim = knn_log_density(neighbors, intrinsic_dim=self.intrinsic_dim)
+        log_density, dim = knn_log_density(
+            neighbors,
+            intrinsic_dim=self.intrinsic_dim,
+            mass=None if duplicates is None else duplicates.counts,
+        )
         multiplicity = torch.ones(n, dtype=torch.int64)
         distinct_index = torch.arange(n)
         if duplicates is not None:

@@ -5,7 +5,12 @@ intrinsic dimension `d`, the k-NN estimate of the density is
 
     p = k / (N * V_d * r^d),    V_d = pi^(d/2) / Gamma(d/2 + 1)
 
-(Loftsgaarden & Quesenberry, 1965). The exponent `d` is what makes the weights work: raw
+(Loftsgaarden & Quesenberry, 1965). When rows repeat, the search sees each distinct value
+once and a neighbour held by `m` rows counts `m` times: `r` is the radius at which the
+neighbours' rows first add up to `k` and `k` becomes the count `c >= k` inside it,
+`p = c / (N * V_d * r^d)`. A prompt whose nearest neighbours are repeated many times (a
+small group of repeated prompts) is then dense, as it is, rather than looking past them to
+the next group. The exponent `d` is what makes the weights work: raw
 distances between sentence embeddings vary by ~10% across a corpus, so `1/r` is almost
 uniform, while `r^-d` with the manifold's dimension turns the same spread into the density
 differences that are really there. `d` is estimated from the same neighbour distances with
@@ -65,20 +70,34 @@ def levina_bickel_dim(radii: torch.Tensor) -> float:
 
 
 def knn_log_density(
-    neighbors: Neighbors, *, intrinsic_dim: float | None = None
+    neighbors: Neighbors,
+    *,
+    intrinsic_dim: float | None = None,
+    mass: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Natural-log k-NN density of every point, and the dimension used.
 
     Args:
-        neighbors: the neighbour graph of the `N` points.
+        neighbors: the neighbour graph of the `M` distinct points.
         intrinsic_dim: the dimension `d` of the volume law; `None` estimates it with
             [`levina_bickel_dim`][katdensity.density.formula.levina_bickel_dim].
+        mass: `(M,)` rows held by each point (copies of a prompt); `None` means one each.
+            The sample size `N` is then their sum, and neighbours count by their mass.
 
     Returns:
-        `(log_density, d)`: a `(N,)` float64 tensor and the dimension used.
+        `(log_density, d)`: a `(M,)` float64 tensor and the dimension used.
     """
     radii = neighbor_radii(neighbors)
     n, k = radii.shape
+    count = torch.full((n,), float(k), dtype=torch.float64)
+    kth = radii[:, -1]
+    if mass is not None:
+        weight = mass.to(device="cpu", dtype=torch.float64)
+        n = int(weight.sum())
+        held = weight[neighbors.indices.to("cpu")].cumsum(dim=1)  # (M, k) rows within r_j
+        first = (held >= k).to(torch.int8).argmax(dim=1, keepdim=True)  # held[:, -1] >= k
+        count = held.gather(1, first).squeeze(1)
+        kth = radii.gather(1, first).squeeze(1)
     if intrinsic_dim is None:
         intrinsic_dim = levina_bickel_dim(radii)
     elif not (math.isfinite(intrinsic_dim) and intrinsic_dim > 0):
@@ -87,10 +106,9 @@ def knn_log_density(
             f"but got intrinsic_dim={intrinsic_dim}"
         )
     d = float(intrinsic_dim)
-    kth = radii[:, -1]
     positive = kth[kth > 0]
     scale = float(positive.median()) if positive.numel() else 1.0
     kth = kth.clamp_min(_MIN_RADIUS_FRACTION * scale)
     log_unit_ball = (d / 2) * math.log(math.pi) - math.lgamma(d / 2 + 1)
-    log_density = math.log(k) - math.log(n) - log_unit_ball - d * torch.log(kth)
+    log_density = torch.log(count) - math.log(n) - log_unit_ball - d * torch.log(kth)
     return log_density, d
