@@ -102,9 +102,7 @@ def test_dense_points_get_lower_weight(generator: torch.Generator) -> None:
     dense = 0.05 * torch.randn(500, 3, generator=generator)
     sparse = 3.0 + 1.0 * torch.randn(100, 3, generator=generator)
     result = ExactKNNDensity(k=10, metric="euclidean").estimate(torch.cat([dense, sparse]))
-    weights = inverse_density_weights(
-        result.log_density, max_weight_ratio=None, min_ess_ratio=None
-    )
+    weights = inverse_density_weights(result.log_density, max_weight_ratio=None, min_ess_ratio=None)
     assert float(weights[:500].mean()) < float(weights[500:].mean()) / 100
     assert float(result.log_density[:500].median()) > float(result.log_density[500:].median())
     # Weights fall with density point by point.
