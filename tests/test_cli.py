@@ -114,7 +114,18 @@ def test_repeated_prompts_are_counted_once(
     assert main(["--quiet", "weights", "--emb", str(emb), "--out", str(weights)]) == 0
     summary = capsys.readouterr().out
     assert "prompts              300 rows, 154 distinct" in summary
-    assert "of distinct)" in summary
+    assert "ESS over distinct prompts" in summary and "ESS over rows" in summary
+    # The four repeated prompts are the largest modes, named by their first row's id.
+    modes = summary.split("largest modes")[1].split("most weighted")[0]
+    assert [line.split()[:3] for line in modes.strip().splitlines()[2:6]] == [
+        ["r0", "38", "1"],
+        ["r1", "38", "1"],
+        ["r2", "37", "1"],
+        ["r3", "37", "1"],
+    ]
+    data_args = ["--data", str(data)]
+    assert main(["--quiet", "weights", "--emb", str(emb), "--out", str(weights), *data_args]) == 0
+    assert "How do I bake bread, version 0?" in capsys.readouterr().out
 
     stored = torch.load(weights, weights_only=True)
     mass = torch.zeros(154, dtype=torch.float64).index_add_(

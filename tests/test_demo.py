@@ -21,9 +21,11 @@ def test_demo_equalises_topics_and_starves_templated_near_duplicates() -> None:
     assert max(uniform) > 5 * min(uniform) and max(dense) < 4 * min(dense)
     assert templated[1] > 0.1 and templated[2] < templated[1] / 5
     assert "inverse-density sample" in result.report
-    assert "Strength beta 1 -> 0." in result.report and "ESS/N >= 0.60" in result.report
-    ess = float(result.report.split("distinct prompts (")[1].split(")")[0])
-    assert ess >= 0.6
+    assert "beta 1 -> 0." in result.report and "ESS/N >= 0.60" in result.report
+    summary = result.weights
+    assert summary.beta_used is not None and summary.beta_used < 1.0
+    assert summary.ess_prompts >= 0.6 * summary.n_prompts and summary.n_prompts == 3861
+    assert "largest modes" in result.report and "least weighted" in result.report
 
 
 def test_cli_demo_runs_as_module(tmp_path: object) -> None:

@@ -208,7 +208,9 @@ def test_hover_shows_the_text_and_its_neighbours(prompt_set: dict[str, Any]) -> 
     texts = list(prompt_set["texts"])
     texts[0] = "<script>alert(1)</script> " + "long " * 100
     view_arguments = {**prompt_set, "texts": texts}
-    boxes = hover_texts(viz._prepare(**view_arguments, method="pca", max_points=200, seed=0))
+    boxes = hover_texts(
+        viz._prepare(**view_arguments, modes=None, method="pca", max_points=200, seed=0)
+    )
     neighbours = prompt_set["neighbors"].indices[0, :3].tolist()
     assert boxes[0].startswith("<b>id0</b> · math<br>log-density ")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in boxes[0] and "<script>" not in boxes[0]
@@ -351,3 +353,16 @@ def test_many_labels_share_a_legend_entry_and_no_labels_colour_by_density(
     markers = [trace["marker"] for trace in figures["katdensity-scatter"]["data"]]
     assert [m["colorbar"]["title"]["text"] for m in markers] == ["log-density"]
     assert not any("weight" in t for t in layout_texts(figures["katdensity-histogram"]["layout"]))
+
+
+def test_hover_names_the_mode_of_a_repeated_prompt(prompt_set: dict[str, Any]) -> None:
+    modes = torch.arange(120)
+    modes[[3, 40, 77]] = 3  # rows 3, 40 and 77: one mode of three rows
+    view = viz._prepare(**{**prompt_set, "modes": modes}, method="pca", max_points=200, seed=0)
+    by_row = {point["row"]: point for point in view.points}
+    assert (by_row[40]["mode"], by_row[40]["mode_rows"]) == (3, 3)
+    assert by_row[5]["mode_rows"] == 1
+    boxes = dict(zip([p["row"] for p in view.points], hover_texts(view), strict=True))
+    assert " · mode 3 (3 rows)" in boxes[77] and " · mode " not in boxes[5]
+    with pytest.raises(InvalidInputError, match=r"modes should hold one label per row \(120\)"):
+        viz.view_points(**{**prompt_set, "modes": modes[:5]})

@@ -103,9 +103,10 @@ def _lines(text: str, limit: int) -> list[str]:
 def hover_texts(view: View) -> list[str]:
     """The hover box of each shown point, as plotly's HTML subset.
 
-    A box holds the prompt's id (or `#row`) and label, its log-density and `N × weight`, its
-    text cut to 300 characters, and its nearest neighbours' texts (ids without texts) cut
-    to 120 characters; all user text is HTML-escaped and wrapped at 80 characters.
+    A box holds the prompt's id (or `#row`) and label, its log-density, `N × weight` and its
+    mode (when the mode holds several rows), its text cut to 300 characters, and its nearest
+    neighbours' texts (ids without texts) cut to 120 characters; all user text is
+    HTML-escaped and wrapped at 80 characters.
     """
     boxes = []
     neighbour_cache: dict[int, str] = {}  # a prompt is the neighbour of about k others
@@ -124,6 +125,8 @@ def hover_texts(view: View) -> list[str]:
         stats = f"log-density {point['log_density']:.4g}"
         if "weight" in point:
             stats += f" · N×weight {view.n_points * point['weight']:.3g}"
+        if point.get("mode_rows", 1) > 1:
+            stats += f" · mode {point['mode']} ({point['mode_rows']} rows)"
         lines = [head, stats]
         if view.texts is not None:
             lines += _lines(view.texts[row], _PROMPT_CHARS)

@@ -24,13 +24,15 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
 from katdensity.density.exact import ExactKNNDensity
+from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityResult
 from katdensity.embedders.hashing import HashingEmbedder
 from katdensity.errors import MissingDependencyError
 from katdensity.io import prompt_id
+from katdensity.report import WeightReport, weight_report
 from katdensity.sampler import InverseDensitySampler
 from katdensity.synthetic import generated_prompts
-from katdensity.weights import DEFAULT_MIN_ESS_RATIO, effective_sample_size, weights_with_floor
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO, weights_with_floor
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -48,11 +50,14 @@ class DemoResult:
         shares: per group (topic name or `"templated near-duplicates"`), its share of the
             prompt set, of the uniform sample and of the inverse-density sample.
         files: the files written to the output folder.
+        weights: what the weights do: ESS, the largest modes, the most and least weighted
+            prompts (its `format(texts)` is the end of `report`).
     """
 
     report: str
     shares: dict[str, tuple[float, float, float]]
     files: list[Path]
+    weights: WeightReport
 
 
 def run_demo(
@@ -103,9 +108,9 @@ def run_demo(
         )
         for group in groups
     }
-    ess = effective_sample_size(weights)
-    distinct_ess = effective_sample_size(weights, result.distinct_index)
-    n_distinct = int(result.distinct_index.max()) + 1 if result.distinct_index is not None else n
+    summary = weight_report(
+        result, weights, beta=beta, beta_used=beta_used, min_ess_ratio=DEFAULT_MIN_ESS_RATIO
+    )
     topics = len(groups) - 1
     report = "\n".join(
         [
@@ -117,10 +122,9 @@ def run_demo(
             f"A uniform sample of {sample_size} follows topic size; the inverse-density sample "
             "narrows the topics' spread towards equal shares (ideal "
             f"{1 / topics:.3f}) and draws the templated near-duplicates far less.",
-            _strength_line(beta, beta_used),
-            f"Effective sample size {ess:.0f} of {n} rows ({ess / n:.2f}), "
-            f"{distinct_ess:.0f} of {n_distinct} distinct prompts "
-            f"({distinct_ess / n_distinct:.2f}); took {time.perf_counter() - start:.1f} s.",
+            f"Took {time.perf_counter() - start:.1f} s.",
+            "",
+            summary.format(data.texts),
         ]
     )
     files: list[Path] = []
@@ -128,16 +132,7 @@ def run_demo(
         files = _write_outputs(
             Path(out_dir), data.texts, labels, embeddings, result, weights, report
         )
-    return DemoResult(report=report, shares=shares, files=files)
-
-
-def _strength_line(beta: float, used: float) -> str:
-    if used == beta:
-        return f"Strength beta {beta:g}: the weights keep distinct ESS/N above the floor."
-    return (
-        f"Strength beta {beta:g} -> {used:.2f} to keep distinct ESS/N >= "
-        f"{DEFAULT_MIN_ESS_RATIO:.2f} (the default floor; see the density docs)."
-    )
+    return DemoResult(report=report, shares=shares, files=files, weights=summary)
 
 
 def _table(shares: dict[str, tuple[float, float, float]], labels: list[str]) -> str:
@@ -176,6 +171,7 @@ def _write_outputs(
         "ids": ids,
         "labels": labels,
         "neighbors": result.neighbors,
+        "modes": find_modes(result),
     }
     try:
         viz.write_view(

@@ -7,6 +7,7 @@ import torch
 
 from katdensity._draws import draw_without_replacement
 from katdensity._validate import as_groups, as_probabilities, check_int
+from katdensity.density._duplicates import first_occurrence
 from katdensity.errors import InvalidInputError
 
 __all__ = ["select_subset"]
@@ -62,9 +63,7 @@ def select_subset(
     first_rows = None
     if groups is not None and not copies:
         labels, n_prompts = as_groups(groups, probabilities.shape[0])
-        rows = torch.arange(labels.numel())
-        first_rows = torch.full((n_prompts,), labels.numel(), dtype=torch.int64)
-        first_rows = first_rows.scatter_reduce(0, labels, rows, reduce="amin")
+        first_rows = first_occurrence(labels, n_prompts)
         probabilities = torch.zeros(n_prompts, dtype=torch.float64).index_add_(
             0, labels, probabilities
         )

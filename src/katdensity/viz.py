@@ -37,6 +37,7 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity._validate import (
     as_embeddings,
+    as_groups,
     as_log_density,
     as_probabilities,
     check_choice,
@@ -265,6 +266,7 @@ def _prepare(
     ids: Sequence[str] | None,
     labels: Sequence[Any] | None,
     neighbors: Neighbors | None,
+    modes: torch.Tensor | np.ndarray | Sequence[int] | None,
     method: Method,
     max_points: int,
     seed: int,
@@ -282,6 +284,12 @@ def _prepare(
     text_list = _as_strings("texts", texts, n)
     id_list = _as_strings("ids", ids, n)
     label_list = _as_strings("labels", labels, n)
+    mode_of: list[int] | None = None
+    mode_rows: list[int] | None = None
+    if modes is not None:
+        mode_labels, n_modes = as_groups(modes, n, name="modes")
+        mode_of = mode_labels.tolist()
+        mode_rows = torch.bincount(mode_labels, minlength=n_modes).tolist()
     nearest: torch.Tensor | None = None
     if neighbors is not None:
         if not isinstance(neighbors, Neighbors):
@@ -331,6 +339,9 @@ def _prepare(
             point["weight"] = weight_of[row]
         if neighbours_of is not None:
             point["neighbors"] = neighbours_of[row]
+        if mode_of is not None and mode_rows is not None:
+            point["mode"] = mode_of[row]
+            point["mode_rows"] = mode_rows[mode_of[row]]
         points.append(point)
     return View(
         points=points,
@@ -354,6 +365,7 @@ def view_points(
     ids: Sequence[str] | None = None,
     labels: Sequence[Any] | None = None,
     neighbors: Neighbors | None = None,
+    modes: torch.Tensor | np.ndarray | Sequence[int] | None = None,
     method: Method = "pca",
     max_points: int = DEFAULT_MAX_POINTS,
     seed: int = 0,
@@ -382,6 +394,9 @@ def view_points(
         labels: `N` labels (e.g. each record's `src`); `None` entries become `"(none)"`,
             others are turned into strings.
         neighbors: the kNN graph of the same `N` points, e.g. `DensityResult.neighbors`.
+        modes: `N` mode labels (e.g. [`find_modes`][katdensity.density.modes.find_modes]);
+            each point then records its `mode` and the rows in it (`mode_rows`), and the
+            hover box names the mode when it holds several rows.
         method: the projection, `"pca"` or `"umap"`.
         max_points: draw at most this many points: above it, a uniform random subsample
             seeded by `seed`, in input order.
@@ -403,6 +418,7 @@ def view_points(
         ids=ids,
         labels=labels,
         neighbors=neighbors,
+        modes=modes,
         method=method,
         max_points=max_points,
         seed=seed,
@@ -419,6 +435,7 @@ def write_view_json(
     ids: Sequence[str] | None = None,
     labels: Sequence[Any] | None = None,
     neighbors: Neighbors | None = None,
+    modes: torch.Tensor | np.ndarray | Sequence[int] | None = None,
     method: Method = "pca",
     max_points: int = DEFAULT_MAX_POINTS,
     seed: int = 0,
@@ -443,6 +460,7 @@ def write_view_json(
         ids=ids,
         labels=labels,
         neighbors=neighbors,
+        modes=modes,
         method=method,
         max_points=max_points,
         seed=seed,
@@ -467,6 +485,7 @@ def write_view(
     ids: Sequence[str] | None = None,
     labels: Sequence[Any] | None = None,
     neighbors: Neighbors | None = None,
+    modes: torch.Tensor | np.ndarray | Sequence[int] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     method: Method = "pca",
     max_points: int = DEFAULT_MAX_POINTS,
@@ -496,6 +515,9 @@ def write_view(
         ids: `N` prompt ids.
         labels: `N` labels to colour by; without them the colour is the log-density.
         neighbors: the kNN graph of the same points, for the hover box's neighbours.
+        modes: `N` mode labels (e.g. [`find_modes`][katdensity.density.modes.find_modes]);
+            each point then records its `mode` and the rows in it (`mode_rows`), and the
+            hover box names the mode when it holds several rows.
         json_path: also write `{"points": view_points(...)}` here.
         method: the projection, `"pca"` or `"umap"`.
         max_points: draw at most this many points (a seeded subsample above it).
@@ -537,6 +559,7 @@ def write_view(
         ids=ids,
         labels=labels,
         neighbors=neighbors,
+        modes=modes,
         method=method,
         max_points=max_points,
         seed=seed,

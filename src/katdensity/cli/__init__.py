@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("--emb", required=True, help="embeddings file")
     weights.add_argument("--out", required=True, help="weights file (.pt)")
+    weights.add_argument("--data", help="prompt JSONL, to show texts in the report")
+    weights.add_argument("--field", help="key holding the prompt, if not detected")
     weights.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     weights.add_argument("--beta", type=float, default=1.0, help="strength (default 1.0)")
     weights.add_argument(

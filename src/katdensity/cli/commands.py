@@ -15,8 +15,9 @@ from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError, KatDensityError
 from katdensity.io import load_embeddings, load_weights, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
+from katdensity.report import weight_report
 from katdensity.subset import select_subset
-from katdensity.weights import effective_sample_size, inverse_density_weights, weights_with_floor
+from katdensity.weights import inverse_density_weights, weights_with_floor
 
 __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
 
@@ -97,16 +98,16 @@ def run_weights(args: argparse.Namespace) -> None:
     )
     n = weights.shape[0]
     groups = _groups(result.distinct_index, n)
-    n_distinct = int(groups.max()) + 1
-    ess = effective_sample_size(weights)
-    distinct_ess = effective_sample_size(weights, groups)
+    report = weight_report(
+        result, weights, beta=args.beta, beta_used=beta_used, min_ess_ratio=args.min_ess
+    )
     record = {
         "ids": stored.ids,
         "log_density": result.log_density,
         "weights": weights,
         "distinct_index": groups,
-        "ess": ess,
-        "distinct_ess": distinct_ess,
+        "ess": report.ess_rows,
+        "distinct_ess": report.ess_prompts,
         "intrinsic_dim": result.intrinsic_dim,
         "settings": {
             "k": args.k,
@@ -118,19 +119,21 @@ def run_weights(args: argparse.Namespace) -> None:
             "beta_used": beta_used,
         },
     }
+    texts = None
+    if args.data is not None:
+        by_id = {prompt.id: prompt.text for prompt in read_prompts(args.data, field=args.field)}
+        missing = next((i for i in stored.ids if i not in by_id), None)
+        if missing is not None:
+            raise InvalidInputError(
+                f"--data should hold the prompts of {args.emb}, but id {missing!r} is not in "
+                f"{args.data}"
+            )
+        texts = [by_id[i] for i in stored.ids]
     with atomic_path(args.out) as temporary:
         torch.save(record, temporary)
-    quantiles = torch.quantile(weights * n, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
-    print(f"prompts              {n} rows, {n_distinct} distinct")
+    print(f"prompts              {n} rows, {report.n_prompts} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
-    if beta_used != args.beta:
-        print(
-            f"strength             beta {args.beta:g} -> {beta_used:.2f} to keep distinct "
-            f"ESS/N >= {args.min_ess:.2f}"
-        )
-    print(f"ESS, distinct        {distinct_ess:.0f} ({distinct_ess / n_distinct:.2f} of distinct)")
-    print(f"ESS, rows            {ess:.0f} ({ess / n:.2f} of N)")
-    print(f"weight x N min/med/max {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f}")
+    print(report.format(texts, stored.ids))
     print(f"wrote weights to {args.out}")
 
 

@@ -15,6 +15,7 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
 from katdensity.cli.commands import embedder_for, estimator_for
+from katdensity.density.modes import find_modes
 from katdensity.errors import InvalidInputError
 from katdensity.io import EmbeddingsFile, load_embeddings, read_prompts
 from katdensity.metrics import diversity_report
@@ -169,11 +170,12 @@ def run_viz(args: argparse.Namespace) -> None:
         args.out,
         stored.embeddings,
         log_density=result.log_density,
-        weights=inverse_density_weights(result.log_density),
+        weights=inverse_density_weights(result.log_density, groups=result.distinct_index),
         texts=texts,
         ids=stored.ids,
         labels=labels,
         neighbors=result.neighbors,
+        modes=find_modes(result),
         json_path=args.json,
         method=args.projection,
         max_points=args.max_points,

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistinctRows", "distinct_rows", "fingerprint", "group_by_fingerprint", "regroup"]
+__all__ = [
+    "DistinctRows",
+    "distinct_rows",
+    "fingerprint",
+    "first_occurrence",
+    "group_by_fingerprint",
+    "regroup",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ def regroup(labels: torch.Tensor) -> DistinctRows:
 def _in_file_order(inverse: torch.Tensor, counts: torch.Tensor) -> DistinctRows:
     # torch.unique numbers groups by sorted key (a hash); renumber them by first row so the
     # distinct rows keep the input's order (sequential reads, ties broken by input index).
-    first = _first_occurrence(inverse, counts.numel())
+    first = first_occurrence(inverse, counts.numel())
     order = torch.argsort(first)
     renumber = torch.empty_like(order)
     renumber[order] = torch.arange(order.numel())
@@ -72,7 +79,8 @@ def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
     return groups
 
 
-def _first_occurrence(inverse: torch.Tensor, n_groups: int) -> torch.Tensor:
+def first_occurrence(inverse: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """The first row of each of `n_groups` groups, given each row's group `inverse`."""
     rows = torch.arange(inverse.numel())
     first = torch.full((n_groups,), inverse.numel(), dtype=torch.int64)
     return first.scatter_reduce(0, inverse, rows, reduce="amin")

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from katdensity import ExactKNNDensity, InvalidInputError
+from katdensity.density.modes import find_modes
+
+
+def _clusters(generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+    """200 spread points, a tight family of 12 near-duplicates and a row copied 5 times.
+
+    In 64 dimensions the nearest-neighbour distances of Gaussian points concentrate (none of
+    these 200 lies within 0.7 of the median), so no spread pair looks like a near-duplicate.
+    """
+    spread = torch.randn(200, 64, generator=generator)
+    centre = torch.randn(1, 64, generator=generator) * 3
+    family = centre + 1e-2 * torch.randn(12, 64, generator=generator)
+    copies = spread[:1].repeat(5, 1)
+    return torch.cat([spread, family, copies]), [200 + i for i in range(12)]
+
+
+def test_families_and_copies_are_modes_and_spread_points_are_not(
+    generator: torch.Generator,
+) -> None:
+    points, family = _clusters(generator)
+    labels = find_modes(ExactKNNDensity(k=10, metric="euclidean").estimate(points))
+    assert labels.shape == (217,) and labels.dtype == torch.int64
+    assert len(set(labels[family].tolist())) == 1  # the family is one mode
+    assert set(labels[212:].tolist()) == {int(labels[0])}  # the copies join row 0's mode
+    others = labels[1:200]
+    assert others.unique().numel() == 199  # spread points stay prompts of their own
+    assert int(labels[family[0]]) not in set(others.tolist())
+    # Labels count up in order of first appearance.
+    first_seen = list(dict.fromkeys(labels.tolist()))
+    assert first_seen == list(range(len(first_seen)))
+
+
+def test_a_stricter_radius_finds_fewer_near_duplicates(generator: torch.Generator) -> None:
+    points, _ = _clusters(generator)
+    result = ExactKNNDensity(k=10, metric="euclidean").estimate(points)
+    loose = find_modes(result, radius_fraction=1.0).unique().numel()
+    strict = find_modes(result, radius_fraction=1e-6).unique().numel()
+    assert strict == 200 + 12  # only the exact copies merge
+    assert loose <= find_modes(result).unique().numel() <= strict
+    with pytest.raises(InvalidInputError, match=r"radius_fraction should be a finite number > 0"):
+        find_modes(result, radius_fraction=0.0)
