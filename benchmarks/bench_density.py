@@ -35,7 +35,7 @@ import torch
 from _corpora import CORPORA, GROUP_SIZES, load, with_groups
 from _report import machine, markdown_table, print_table, write_section
 
-from katdensity import ExactKNNDensity, DensityResult, effective_sample_size, select_subset
+from katdensity import DensityResult, ExactKNNDensity, effective_sample_size, select_subset
 from katdensity.metrics import vendi_score
 from katdensity.weights import weights_with_floor
 
