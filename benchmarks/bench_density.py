@@ -88,7 +88,7 @@ WEIGHTINGS: dict[str, Weigh] = {
     "uniform": lambda result: torch.full((len(result),), 1.0 / len(result), dtype=torch.float64),
     "seed: 1 / (1e-3 + mean similarity)": seed_trap,
     "previous default (beta=1, no floor)": katdensity(1.0, None),
-    "default (beta=1, ESS floor 0.6)": katdensity(1.0, 0.6),
+    "default (beta=1, ESS floor 0.65)": katdensity(1.0, 0.65),
 }
 
 
@@ -202,7 +202,7 @@ def plot(results: dict[str, dict[str, object]], path: Path) -> None:
     right.set(xlabel="distinct ESS/N (plain)", ylabel=f"Vendi of {BUDGET} / uniform's",
               title="plain corpus, beta 0 to 1")  # fmt: skip
     for axis in (left, right):
-        axis.axvline(0.6, color="grey", linestyle=":")
+        axis.axvline(0.65, color="grey", linestyle=":")
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -14,17 +14,18 @@ def test_demo_equalises_topics_and_starves_templated_near_duplicates() -> None:
     }
     templated = result.shares["templated near-duplicates"]
     assert len(topics) == 8 and not result.files
-    # The uniform sample follows the Zipf sizes (8x from largest to smallest topic); the
-    # inverse-density one, held to distinct ESS/N >= 0.6, narrows that to under 4x.
+    # The uniform sample follows the Zipf sizes (8x from largest to smallest topic, 7.3x in
+    # this draw); the inverse-density one, held to distinct ESS/N >= 0.65, narrows that to
+    # under 5x (4.6x at seed 0).
     uniform = [s[1] for s in topics.values()]
     dense = [s[2] for s in topics.values()]
-    assert max(uniform) > 5 * min(uniform) and max(dense) < 4 * min(dense)
+    assert max(uniform) > 5 * min(uniform) and max(dense) < 5 * min(dense)
     assert templated[1] > 0.1 and templated[2] < templated[1] / 5
     assert "inverse-density sample" in result.report
-    assert "beta 1 -> 0." in result.report and "ESS/N >= 0.60" in result.report
+    assert "beta 1 -> 0." in result.report and "ESS/N >= 0.65" in result.report
     summary = result.weights
     assert summary.beta_used is not None and summary.beta_used < 1.0
-    assert summary.ess_prompts >= 0.6 * summary.n_prompts and summary.n_prompts == 3861
+    assert summary.ess_prompts >= 0.65 * summary.n_prompts and summary.n_prompts == 3861
     assert "largest modes" in result.report and "least weighted" in result.report
 
 

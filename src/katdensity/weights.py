@@ -25,8 +25,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # The default floor on the ESS over distinct prompts, as a share of their number: the
-# weights may discard at most 40% of the set's effective size unless the user asks.
-DEFAULT_MIN_ESS_RATIO = 0.6
+# weights may discard at most 35% of the set's effective size unless the user asks.
+DEFAULT_MIN_ESS_RATIO = 0.65
 _SCAN_STEPS = 32
 
 
@@ -81,7 +81,7 @@ def inverse_density_weights(
         uniform_mix: share of uniform probability mixed in, in `[0, 1]`.
         groups: `(N,)` integer labels, equal for the copies of one prompt, e.g.
             `DensityResult.distinct_index`; `None` treats every row as its own prompt.
-        min_ess_ratio: the smallest distinct ESS/N allowed, in `(0, 1]`, default 0.6;
+        min_ess_ratio: the smallest distinct ESS/N allowed, in `(0, 1]`, default 0.65;
             `None` lets `beta` act in full. Raising it keeps the sample closer to uniform;
             lowering it lets the density correction go further.
 
@@ -263,7 +263,7 @@ class InverseDensityWeighting:
         max_weight_ratio: cap on any prompt's probability (its copies together), as a
             multiple of uniform `1/M` over the `M` distinct prompts.
         uniform_mix: share of uniform probability mixed in.
-        min_ess_ratio: the smallest distinct ESS/M allowed (default 0.6): `beta` is lowered
+        min_ess_ratio: the smallest distinct ESS/M allowed (default 0.65): `beta` is lowered
             until the weights meet it; `None` lets `beta` act in full.
 
     Attributes:

@@ -116,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--min-ess",
         type=float,
-        default=0.6,
-        help="lowest distinct ESS/N; beta is tempered to keep it (default 0.6; 1 = uniform)",
+        default=0.65,
+        help="lowest distinct ESS/N; beta is tempered to keep it (default 0.65; 1 = uniform)",
     )
     weights.set_defaults(run=commands.run_weights)
 
