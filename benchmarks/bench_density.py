@@ -35,9 +35,14 @@ import torch
 from _corpora import CORPORA, GROUP_SIZES, load, with_groups
 from _report import machine, markdown_table, print_table, write_section
 
-from katdensity import DensityResult, ExactKNNDensity, effective_sample_size, select_subset
+from katdensity import (
+    DensityResult,
+    ExactKNNDensity,
+    InverseDensityWeighting,
+    effective_sample_size,
+    select_subset,
+)
 from katdensity.metrics import vendi_score
-from katdensity.weights import weights_with_floor
 
 BUDGET = 2000
 VENDI_SEEDS = 3
@@ -69,26 +74,11 @@ def seed_trap(result: DensityResult) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def katdensity(beta: float, floor: float | None) -> Weigh:
-    def weigh(result: DensityResult) -> torch.Tensor:
-        weights, _ = weights_with_floor(
-            result.log_density,
-            beta=beta,
-            max_weight_ratio=20.0,
-            uniform_mix=0.0,
-            groups=result.distinct_index,
-            min_ess_ratio=floor,
-        )
-        return weights
-
-    return weigh
-
-
 WEIGHTINGS: dict[str, Weigh] = {
     "uniform": lambda result: torch.full((len(result),), 1.0 / len(result), dtype=torch.float64),
     "seed: 1 / (1e-3 + mean similarity)": seed_trap,
-    "previous default (beta=1, no floor)": katdensity(1.0, None),
-    "default (beta=1, ESS floor 0.65)": katdensity(1.0, 0.65),
+    "previous default (beta=1, no floor)": InverseDensityWeighting(1.0, min_ess_ratio=None),
+    "default (beta=1, ESS floor 0.65)": InverseDensityWeighting(),
 }
 
 
@@ -153,7 +143,7 @@ def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]
         )
     frontier = []
     for beta in FRONTIER_BETAS:
-        weigh = katdensity(beta, None)
+        weigh = InverseDensityWeighting(beta, min_ess_ratio=None)
         with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
         frontier.append(
             (

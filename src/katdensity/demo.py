@@ -32,7 +32,7 @@ from katdensity.io import prompt_id
 from katdensity.report import WeightReport, weight_report
 from katdensity.sampler import InverseDensitySampler
 from katdensity.synthetic import generated_prompts
-from katdensity.weights import DEFAULT_MIN_ESS_RATIO, weights_with_floor
+from katdensity.weights import InverseDensityWeighting
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -86,14 +86,8 @@ def run_demo(
     n = len(data.texts)
     embeddings = HashingEmbedder().embed(data.texts)
     result = ExactKNNDensity(k=k).estimate(embeddings)
-    weights, beta_used = weights_with_floor(
-        result.log_density,
-        beta=beta,
-        max_weight_ratio=20.0,
-        uniform_mix=0.0,
-        groups=result.distinct_index,
-        min_ess_ratio=DEFAULT_MIN_ESS_RATIO,
-    )
+    weighting = InverseDensityWeighting(beta)
+    weights = weighting(result)
     # What a trainer sees: draws with replacement from the sampler, one per training prompt.
     uniform = torch.tensor(list(InverseDensitySampler(torch.ones(n), sample_size, seed=seed)))
     dense = torch.tensor(list(InverseDensitySampler(weights, sample_size, seed=seed)))
@@ -109,7 +103,11 @@ def run_demo(
         for group in groups
     }
     summary = weight_report(
-        result, weights, beta=beta, beta_used=beta_used, min_ess_ratio=DEFAULT_MIN_ESS_RATIO
+        result,
+        weights,
+        beta=beta,
+        beta_used=weighting.beta_used_,
+        min_ess_ratio=weighting.min_ess_ratio,
     )
     topics = len(groups) - 1
     report = "\n".join(
