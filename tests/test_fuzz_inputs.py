@@ -1,9 +1,10 @@
 """Every reader and every `katdensity` command takes any bytes.
 
-Random bytes, truncated and mutated valid files, JSON of the wrong types, huge lines and
-other encodings either read as valid input or raise `InvalidInputError` (the library), or
-exit with status 2 after one `katdensity: error:` line and leave no output behind (the
-command line). Examples are derandomised, so every run tests the same inputs.
+Random bytes, truncated and mutated valid files (JSONL, parquet, torch and NumPy), JSON of
+the wrong types, huge lines and other encodings either read as valid input or raise
+`InvalidInputError` (the library), or exit with status 2 after one `katdensity: error:` line
+and leave no output behind (the command line). Examples are derandomised, so every run tests
+the same inputs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
@@ -181,6 +184,43 @@ def good_variants(draw: st.DrawFn) -> bytes:
 
 
 jsonl_files = st.one_of(st.binary(max_size=300), json_lines(), damaged(GOOD_JSONL), good_variants())
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+# The good prompts in verl's layout: chat messages under `prompt`, ids in `extra_info.index`.
+GOOD_PARQUET = parquet_bytes(
+    [
+        {
+            "prompt": [{"role": "user", "content": record["prompt"]}],
+            "src": record["src"],
+            "extra_info": {"index": record["id"]},
+        }
+        for record in GOOD_PROMPTS
+    ]
+)
+# Well-formed files of the wrong schema or content.
+WRONG_PARQUET = [
+    parquet_bytes(rows)
+    for rows in (
+        [{"prompt": 5}],
+        [{"question": "no prompt column"}],
+        [{"prompt": None}, {"prompt": "x"}],
+        [{"prompt": [{"role": "user", "content": "  "}]}],
+        [{"prompt": "x", "extra_info": {"index": 1.5}}],
+        [{"prompt": "same"}, {"prompt": "same"}],
+    )
+]
+parquet_files = st.one_of(
+    st.binary(max_size=300),
+    damaged(GOOD_PARQUET),
+    st.just(GOOD_PARQUET),
+    st.sampled_from(WRONG_PARQUET),
+)
 
 
 class Payload:
@@ -385,6 +425,24 @@ def test_read_prompts_returns_prompts_or_invalid_input(
         prompt.text.encode("utf-8")
         assert isinstance(prompt.id, str) and prompt.id.splitlines() == [prompt.id]
         json.dumps(prompt.record, ensure_ascii=False).encode("utf-8")
+
+
+@fuzz(300)
+@given(data=parquet_files)
+def test_read_prompts_of_parquet_returns_prompts_or_invalid_input(
+    tmp_path: Path, data: bytes
+) -> None:
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "prompts.parquet"
+    path.write_bytes(data)
+    try:
+        prompts = read_prompts(path)
+    except InvalidInputError as error:
+        assert str(path) in str(error) and "\n" not in str(error)
+        event("invalid: " + _problem(error))
+        return
+    event(f"read {min(len(prompts), 2)}+ prompts")
+    check_ids([p.id for p in prompts])
+    assert all(isinstance(p.text, str) and p.text.strip() for p in prompts)
 
 
 @fuzz(800)
@@ -595,8 +653,17 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
         ["diversity", "--data", "{prompts}", "--compare", "{F}", "--embedder", "none"],
         "jsonl",
     ),
+    "prompts --data parquet": (["prompts", "--data", "{F}", "--out", "{O}/out.jsonl"], "parquet"),
+    "embed --data parquet": (["embed", "--data", "{F}", "--out", "{O}/out.pt"], "parquet"),
+    "weights --write-column": (
+        [
+            *("weights", "--emb", "{emb}", "--data", "{F}", "--out", "{O}/w.pt", "--k", "2"),
+            *("--write-column", "{O}/out.parquet"),
+        ],
+        "parquet",
+    ),
 }
-EXAMPLES = {"viz --emb": 40, "viz --data": 40}
+EXAMPLES = {"viz --emb": 40, "viz --data": 40, "weights --write-column": 60}
 
 
 def check_output(path: Path, argv: list[str]) -> None:
@@ -611,6 +678,11 @@ def check_output(path: Path, argv: list[str]) -> None:
         assert path.read_text("utf-8").rstrip().endswith("</html>")
     elif path.name == "w.pt":
         load_weights(path)
+    elif path.suffix == ".parquet":  # each row holds its weight, matched by id
+        assert pq.read_table(path).schema.field("katdensity_weight").type == pa.float64()
+        stored = load_weights(path.parent / "w.pt")
+        weight_of = dict(zip(stored.ids, stored.weights.tolist(), strict=True))
+        assert {p.id: p.record["katdensity_weight"] for p in read_prompts(path)} == weight_of
     else:
         load_embeddings(path)
 
@@ -643,6 +715,8 @@ def strategy_for(kind: str) -> st.SearchStrategy[Any]:
         return jsonl_files.map(lambda data: (".jsonl", data, None))
     if kind == "weights":
         return pt_files(("ids", "weights")).map(lambda pt: (".pt", pt, None))
+    if kind == "parquet":
+        return parquet_files.map(lambda data: (".parquet", data, None))
     return embeddings_files
 
 
@@ -678,13 +752,14 @@ def test_every_command_takes_any_bytes(
         ("weights", pickle.dumps({"ids": ["a"], "emb": Payload()}, protocol=4)),
         ("sample --weights", torch_bytes({"ids": ["a"], "weights": torch.ones(1)})[:-30]),
         ("diversity", '{"text": "naïve"}\n{"text": "café"}\n'.encode("latin-1")),
+        ("prompts --data parquet", b"PAR1" + bytes(range(256)) + b"PAR1"),
     ],
 )
 def test_subprocess_prints_one_line_and_exits_2(
     command: str, data: bytes, good: dict[str, Path], tmp_path: Path
 ) -> None:
     template, kind = COMMANDS[command]
-    fuzzed = tmp_path / ("in.jsonl" if kind == "jsonl" else "in.pt")
+    fuzzed = tmp_path / {"jsonl": "in.jsonl", "parquet": "in.parquet"}.get(kind, "in.pt")
     fuzzed.write_bytes(data)
     argv = [
         a.format(F=fuzzed, O=tmp_path, emb=good["emb"], prompts=good["prompts"]) for a in template

@@ -33,7 +33,9 @@ def test_error_hierarchy() -> None:
     assert issubclass(MissingDependencyError, ImportError)
 
 
-@pytest.mark.parametrize("heavy", ["pynndescent", "numba", "sklearn", "faiss", "scipy"])
+@pytest.mark.parametrize(
+    "heavy", ["pynndescent", "numba", "sklearn", "faiss", "scipy", "pyarrow", "datasets"]
+)
 def test_import_is_lazy(heavy: str) -> None:
     code = f"import sys, katdensity; sys.exit(1 if {heavy!r} in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0, (

@@ -7,6 +7,13 @@ Prompt JSONL formats (one JSON object per line):
 - Anthropic HH-style pairs `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}`;
 - any object whose prompt sits in another field, named with `field=`.
 
+Prompt sets as tables (one prompt per row): a parquet file, such as verl's, whose `prompt`
+column holds chat messages and whose `extra_info.index` holds the ids; a
+`datasets.Dataset`; or a folder written by `Dataset.save_to_disk`. The prompt column is
+detected (`prompt`, then `prefix`, then `chosen`) or named with `field=`, and holds strings
+or chat-message lists. pyarrow (extra `parquet`) and datasets (extra `datasets`) are
+imported only when such a set is read.
+
 The prompt of a conversation is its user turns: the `content` of every `user` message (or
 every `Human:` turn of an HH transcript), in order, joined by a blank line. Assistant turns
 are the responses being trained, not part of what the prompt asks.
@@ -36,14 +43,18 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
 
+from katdensity import _tables
 from katdensity._atomic import atomic_path
 from katdensity._validate import as_embeddings
 from katdensity.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 __all__ = [
     "EmbeddingsFile",
@@ -89,32 +100,56 @@ def prompt_id(text: str) -> str:
 
 
 def read_prompts(
-    path: str | os.PathLike[str], *, field: str | None = None, dedupe: bool = False
+    path: str | os.PathLike[str] | Dataset, *, field: str | None = None, dedupe: bool = False
 ) -> list[Prompt]:
-    """Read the prompts of a JSONL file in any of the formats above.
+    """Read the prompts of a JSONL file, a parquet file or a Hugging Face dataset.
 
-    A record without an `id` gets [`prompt_id`][katdensity.io.prompt_id] of its text; the
-    second and later copies of the same text get `#2`, `#3`, ... appended, so ids stay unique.
+    A path ending in `.parquet` is read as a parquet file, a folder as one written by
+    `Dataset.save_to_disk`, any other path as JSONL in any of the formats above. A table's
+    prompt column is `field`, or else the first of `prompt`, `prefix` and `chosen` there is;
+    it holds strings (a detected `chosen` holds HH transcripts) or chat-message lists
+    `[{"role": ..., "content": ...}, ...]` (or, for `prefix`, objects with such `messages`),
+    whose prompt is the user turns joined by a blank line, as for JSONL. A table's ids come
+    from `extra_info.index` (verl's layout) if that column exists, else from an `id` column.
+
+    A record or row without an id gets [`prompt_id`][katdensity.io.prompt_id] of its text;
+    the second and later copies of the same text get `#2`, `#3`, ... appended, so ids stay
+    unique.
 
     Args:
-        path: the JSONL file (UTF-8; a leading byte-order mark is skipped).
-        field: the key holding the prompt text; `None` detects the format per line.
+        path: a JSONL file (UTF-8; a leading byte-order mark is skipped), a `.parquet`
+            file, a folder written by `Dataset.save_to_disk`, or a `datasets.Dataset`.
+        field: the key or column holding the prompt text; `None` detects it (per line for
+            JSONL, per table otherwise).
         dedupe: drop prompts whose whitespace-normalised text was seen before (keep the first).
 
     Returns:
-        The prompts, in file order.
+        The prompts, in file or row order. A table row's `record` is the row as a dict
+        (struct columns as dicts, list columns as lists).
 
     Raises:
         InvalidInputError: a missing file, or a line that is not UTF-8, is longer than 16 MiB,
             is not a JSON object, holds a prompt field of the wrong type (e.g. a `prompt` that
             is not a string, `prefix.messages` that is not a list of objects), an `id` that is
             not a one-line string or an integer, a lone surrogate escape, no prompt or an empty
-            one; the message names the file and line number.
+            one; the message names the file and line number. For tables: a file that is not
+            parquet or is truncated or corrupt; a folder that is not a saved dataset, holds a
+            `DatasetDict` (pass one split's folder) or is damaged; a `DatasetDict`,
+            `IterableDataset` or other object; no column `field` (or, detecting, none of
+            `prompt`, `prefix`, `chosen`); a prompt column of another type; a row whose
+            prompt is null or empty or whose id is not a one-line string or an integer; the
+            message names the source, column and row (counted from 0).
+        MissingDependencyError: a parquet file without pyarrow installed (extra `parquet`),
+            or a saved dataset folder without datasets (extra `datasets`).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        return _table_prompts(_tables.dataset_rows(path, field), dedupe)
+    if Path(path).is_dir():
+        return _table_prompts(_tables.saved_dataset_rows(Path(path), field), dedupe)
+    if Path(path).suffix.lower() == ".parquet":
+        return _table_prompts(_tables.parquet_rows(_existing(path, "parquet file"), field), dedupe)
     source = _existing(path, "JSONL file")
-    prompts: list[Prompt] = []
-    seen: set[str] = set()
-    derived: Counter[str] = Counter()
+    collected = _Collected(dedupe)
     with source.open("rb") as lines:
         # Bytes, so that a bad byte or an endless line is reported with its line number.
         for number, raw in enumerate(iter(lambda: lines.readline(_MAX_LINE_BYTES + 1), b""), 1):
@@ -145,26 +180,68 @@ def read_prompts(
                     f"a {field!r} field" if field else "'prompt', 'prefix.messages' or 'chosen'"
                 )
                 raise InvalidInputError(f"{where}: no prompt found; expected {wanted}")
-            if not text.strip():
-                raise InvalidInputError(f"{where}: the prompt is empty")
-            key = " ".join(text.split())
-            if dedupe and key in seen:
-                continue
-            seen.add(key)
-            raw_id = record.get("id")
-            if raw_id in (None, ""):
-                # Repeats of one prompt share its text, so their derived ids get #2, #3, ...
-                identifier = prompt_id(text)
-                derived[identifier] += 1
-                if derived[identifier] > 1:
-                    identifier = f"{identifier}#{derived[identifier]}"
-            else:
-                checked = _valid_id(raw_id)
-                if checked is None:
-                    raise InvalidInputError(f"{where}: 'id' {_ID_RULE}, but is {_shown(raw_id)}")
-                identifier = checked
-            prompts.append(Prompt(id=identifier, text=text, record=record))
-    return prompts
+            collected.add(text, record.get("id"), record, where)
+    return collected.prompts
+
+
+class _Collected:
+    """The prompts read so far: repeats dropped if `dedupe`, derived ids kept unique."""
+
+    def __init__(self, dedupe: bool) -> None:
+        self.prompts: list[Prompt] = []
+        self._dedupe = dedupe
+        self._seen: set[str] = set()
+        self._derived: Counter[str] = Counter()
+
+    def add(
+        self, text: str, raw_id: Any, record: Mapping[str, Any], where: str, id_key: str = "id"
+    ) -> None:
+        """Append the prompt `text` of `record`, whose stored id is `raw_id` (`None`: none)."""
+        if not text.strip():
+            raise InvalidInputError(f"{where}: the prompt is empty")
+        key = " ".join(text.split())
+        if self._dedupe and key in self._seen:
+            return
+        self._seen.add(key)
+        if raw_id is None or raw_id == "":
+            # Repeats of one prompt share its text, so their derived ids get #2, #3, ...
+            identifier = prompt_id(text)
+            self._derived[identifier] += 1
+            if self._derived[identifier] > 1:
+                identifier = f"{identifier}#{self._derived[identifier]}"
+        else:
+            checked = _valid_id(raw_id)
+            if checked is None:
+                raise InvalidInputError(f"{where}: {id_key!r} {_ID_RULE}, but is {_shown(raw_id)}")
+            identifier = checked
+        self.prompts.append(Prompt(id=identifier, text=text, record=record))
+
+
+def _table_prompts(rows: _tables.Rows, dedupe: bool) -> list[Prompt]:
+    """The prompts of a table's rows, by the same rules as JSONL records."""
+    collected = _Collected(dedupe)
+    column = rows.column
+    for number, record in enumerate(rows.records):
+        where = f"{rows.name}: row {number}"
+        value = record.get(column)
+        if rows.kind == "prefix" and value is not None:
+            value = value.get("messages")
+        if value is None:
+            raise InvalidInputError(f"{where}: no prompt found; {column!r} is null")
+        if rows.kind == "transcript":
+            if "Human:" not in value:
+                raise InvalidInputError(
+                    f"{where}: no prompt found; 'chosen' should be an HH transcript "
+                    "(\\n\\nHuman: ...), or name the prompt column with field="
+                )
+            text = "\n\n".join(_hh_human_turns(value))
+        elif rows.kind in ("chat", "prefix"):
+            name = f"{column}.messages" if rows.kind == "prefix" else column
+            text = _user_turns(value, where, name)
+        else:
+            text = value
+        collected.add(text, rows.raw_id(record), record, where, rows.id_key or "id")
+    return collected.prompts
 
 
 def _prompt_text(record: Mapping[str, Any], field: str | None, where: str) -> str | None:
@@ -182,16 +259,25 @@ def _prompt_text(record: Mapping[str, Any], field: str | None, where: str) -> st
                 f"{where}: 'prefix' should be an object whose 'messages' is a list of objects "
                 f'{{"role": ..., "content": "..."}}, but is {_shown(prefix)}'
             )
-        turns = [
-            _string(message, "content", f"{where}: prefix.messages[{index}]") or ""
-            for index, message in enumerate(messages)
-            if message.get("role") == "user"
-        ]
-        return "\n\n".join(turns)
+        return _user_turns(messages, where, "prefix.messages")
     transcript = record.get("chosen")
     if isinstance(transcript, str) and "Human:" in transcript:
         return "\n\n".join(_hh_human_turns(transcript))
     return None
+
+
+def _user_turns(messages: list[Any], where: str, name: str) -> str:
+    """The prompt of a chat: the `content` of its `user` messages, joined by a blank line."""
+    turns = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidInputError(
+                f"{where}: {name}[{index}] should be an object "
+                f'{{"role": ..., "content": "..."}}, but is {_shown(message)}'
+            )
+        if message.get("role") == "user":
+            turns.append(_string(message, "content", f"{where}: {name}[{index}]") or "")
+    return "\n\n".join(turns)
 
 
 def _string(record: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -66,11 +66,13 @@ def _parser() -> argparse.ArgumentParser:
 
     prompts = command(
         "prompts",
-        "extract one {id, prompt} line per record from prompt or preference-pair JSONL",
+        "extract one {id, prompt} line per record from a prompt or preference-pair set",
         "katdensity prompts --data pairs.jsonl --out prompts.jsonl --dedupe",
     )
     prompts.add_argument(
-        "--data", required=True, help="input JSONL (prompt, chat prefix or HH pairs)"
+        "--data",
+        required=True,
+        help="input JSONL (prompt, chat prefix or HH pairs), parquet or saved dataset folder",
     )
     prompts.add_argument("--out", required=True, help="output JSONL")
     prompts.add_argument("--field", help="key holding the prompt, if not detected")
@@ -79,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 
     embed = command(
         "embed",
-        "embed the prompts of a JSONL file into an embeddings file (.pt or .npy)",
+        "embed the prompts of a prompt set into an embeddings file (.pt or .npy)",
         "katdensity embed --data prompts.jsonl --out emb.pt --embedder st:/models/minilm",
     )
-    embed.add_argument("--data", required=True, help="prompt JSONL")
+    embed.add_argument(
+        "--data", required=True, help="prompts: JSONL, parquet or a saved dataset folder"
+    )
     embed.add_argument("--out", required=True, help="embeddings file, .pt or .npy")
     embed.add_argument(
         "--embedder",
@@ -100,8 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("--emb", required=True, help="embeddings file")
     weights.add_argument("--out", required=True, help="weights file (.pt)")
-    weights.add_argument("--data", help="prompt JSONL, to show texts in the report")
+    weights.add_argument(
+        "--data", help="the prompts (JSONL, parquet or saved dataset), to show texts in the report"
+    )
     weights.add_argument("--field", help="key holding the prompt, if not detected")
+    weights.add_argument(
+        "--write-column",
+        metavar="PATH",
+        help="write a copy of --data (parquet or saved dataset) with a katdensity_weight column",
+    )
     weights.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     weights.add_argument("--beta", type=float, default=1.0, help="strength (default 1.0)")
     weights.add_argument(
@@ -140,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         'katdensity neighbors --emb emb.pt --data prompts.jsonl --query "sort a list" -k 5',
     )
     neighbors.add_argument("--emb", required=True, help="embeddings file")
-    neighbors.add_argument("--data", help="prompt JSONL, to show the texts")
+    neighbors.add_argument(
+        "--data", help="the prompts (JSONL, parquet or saved dataset), to show the texts"
+    )
     neighbors.add_argument("--field", help="key holding the prompt, if not detected")
     target = neighbors.add_mutually_exclusive_group(required=True)
     target.add_argument("--query", help="a text, embedded with the file's recorded embedder")
@@ -173,10 +186,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     viz.add_argument("--emb", required=True, help="embeddings file")
     viz.add_argument("--out", required=True, help="output HTML file")
-    viz.add_argument("--data", help="prompt JSONL, for hover texts and labels")
+    viz.add_argument(
+        "--data", help="the prompts (JSONL, parquet or saved dataset), for texts and labels"
+    )
     viz.add_argument("--field", help="key holding the prompt, if not detected")
     viz.add_argument("--json", help="also write the points as JSON here")
-    viz.add_argument("--label", help="record field that colours the points (e.g. src)")
+    viz.add_argument("--label", help="record field or column that colours the points (e.g. src)")
     viz.add_argument("--projection", default="pca", help="pca (default) or umap")
     viz.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
     viz.add_argument("--estimator", default="auto", help="exact, approx or auto (default)")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from katdensity import _tables
 from katdensity._atomic import atomic_path
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError, KatDensityError
-from katdensity.io import load_embeddings, load_weights, read_prompts, save_embeddings
+from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.report import weight_report
 from katdensity.subset import select_subset
@@ -85,6 +88,8 @@ def run_embed(args: argparse.Namespace) -> None:
 
 
 def run_weights(args: argparse.Namespace) -> None:
+    if args.write_column is not None:
+        _check_column_target(args.data, args.write_column)
     stored = load_embeddings(args.emb)
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet)
     result = estimator.estimate(stored.embeddings)
@@ -120,8 +125,10 @@ def run_weights(args: argparse.Namespace) -> None:
         },
     }
     texts = None
+    column = None
     if args.data is not None:
-        by_id = {prompt.id: prompt.text for prompt in read_prompts(args.data, field=args.field)}
+        prompts = read_prompts(args.data, field=args.field)
+        by_id = {prompt.id: prompt.text for prompt in prompts}
         missing = next((i for i in stored.ids if i not in by_id), None)
         if missing is not None:
             raise InvalidInputError(
@@ -129,12 +136,74 @@ def run_weights(args: argparse.Namespace) -> None:
                 f"{args.data}"
             )
         texts = [by_id[i] for i in stored.ids]
+        if args.write_column is not None:
+            column = _weight_column(prompts, stored.ids, weights, args.emb, args.data)
     with atomic_path(args.out) as temporary:
         torch.save(record, temporary)
+    if column is not None:
+        _tables.write_with_column(
+            Path(args.data), Path(args.write_column), column, progress=not args.quiet
+        )
     print(f"prompts              {n} rows, {report.n_prompts} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
     print(report.format(texts, stored.ids))
     print(f"wrote weights to {args.out}")
+    if column is not None:
+        print(f"wrote {args.data} with a {_tables.WEIGHT_COLUMN} column to {args.write_column}")
+
+
+def _check_column_target(data: str | None, target: str) -> None:
+    """Refuse a `--write-column` that cannot be written, before any work is done."""
+    if data is None:
+        raise InvalidInputError(
+            "--write-column needs --data, the parquet file or saved dataset folder to copy"
+        )
+    source, out = Path(data), Path(target)
+    if not source.is_dir() and source.suffix.lower() != ".parquet":
+        raise InvalidInputError(
+            f"--write-column copies a parquet file or a folder written by Dataset.save_to_disk, "
+            f"but --data {data} is neither; the weights file holds the weights by id"
+        )
+    # A folder replaced at `out` must not be, or hold, the input.
+    if source.resolve().is_relative_to(out.resolve()) or (
+        out.exists() and source.exists() and os.path.samefile(out, source)
+    ):
+        raise InvalidInputError(
+            f"--write-column should be a new path, but {target} is --data itself or holds it; "
+            "the input is never overwritten"
+        )
+    if source.is_dir():
+        if out.exists() and not _tables.is_saved_dataset(out):
+            raise InvalidInputError(
+                f"--write-column {target} exists and is not a saved dataset folder; choose a "
+                "new path (a saved dataset there would be replaced)"
+            )
+    elif out.suffix.lower() != ".parquet" or out.is_dir():
+        raise InvalidInputError(
+            f"--write-column should be a .parquet file for a parquet --data, but got {target}"
+        )
+
+
+def _weight_column(
+    prompts: list[Prompt], ids: list[str], weights: torch.Tensor, emb: str, data: str
+) -> list[float]:
+    """The weight of each row of `data`, matched by id; the ids must match one to one."""
+    seen: set[str] = set()
+    known = set(ids)
+    for prompt in prompts:
+        if prompt.id in seen:
+            raise InvalidInputError(
+                f"--data ids should be unique to match weights to rows, but {prompt.id!r} "
+                f"repeats in {data}"
+            )
+        if prompt.id not in known:
+            raise InvalidInputError(
+                f"--data should hold exactly the prompts of {emb}, but {data} has id "
+                f"{prompt.id!r}, which {emb} has not; embed this data with `katdensity embed`"
+            )
+        seen.add(prompt.id)
+    weight_of = dict(zip(ids, weights.double().tolist(), strict=True))
+    return [weight_of[prompt.id] for prompt in prompts]
 
 
 def run_sample(args: argparse.Namespace) -> None:
