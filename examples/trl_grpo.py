@@ -1,25 +1,19 @@
-"""GRPO with Hugging Face TRL, prompts drawn by katdensity's InverseDensitySampler.
+"""GRPO with Hugging Face TRL, prompts drawn inversely to their density by katdensity.
 
-TRL's `GRPOTrainer` draws prompts through `_get_train_sampler`, which returns a
-`RepeatSampler` with a fixed structure that the rest of the trainer relies on:
-
-- every rank draws the same prompt order (TRL splits each batch across ranks itself);
-- each prompt comes `num_generations` (G) times in a row, so one prompt's completions
-  are normalised together;
-- each chunk of `generation_batch_size / G` prompts is repeated
-  `num_iterations * steps_per_generation` times, so generations are reused across the
-  optimisation steps that share them (`repeat_count`).
-
-`DensityGRPOTrainer` overrides `_get_train_sampler` to return `DensityRepeatSampler`, the
-same structure over an `InverseDensitySampler` in replicate mode with `group_size=G`: only
-which prompts are drawn changes. The weights here come from the policy itself (katdensity's
-HiddenStateEmbedder over the Hugging Face model), computed once before training; every rank
-must hold the same weights, so on several GPUs compute them identically everywhere or on
-rank 0 and broadcast them (see docs/examples.md, "Use it in your own trainer").
+`katdensity.integrations.trl.DensityGRPOTrainer` is TRL's `GRPOTrainer` with one change:
+its sampler keeps TRL's structure (every rank the same order, each prompt
+`num_generations` times in a row, each chunk of prompts repeated for the optimisation
+steps that reuse its generations) but draws the prompts with katdensity's weights. Here
+the weights come from the policy itself, computed before training (embed the prompts with
+its hidden states, estimate their density, weight inversely), and `--refresh-every N`
+recomputes them from the current policy every N steps; or pass `--weights weights.pt`, a
+`katdensity weights` file whose ids match the data's: `ex0`, `ex1`, ... as
+`python -m examples.data --topic-size 60` (`--preset tiny`) or `300` (`small`) writes them,
+with the same `--seed`.
 
 The model is a tiny randomly initialised GPT-2 built from a config, with a byte-level
 tokenizer built in code, so nothing is downloaded; the reward is the bundled data's ground
-truth (on topic, not repetitive). Replace both with your own.
+truth (on topic, not repetitive). Replace both with your own. See docs/trl.md.
 
     pip install "katdensity[examples]"        # trl
     python -m examples.trl_grpo --max-steps 4 --output-dir runs/trl
@@ -29,88 +23,18 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
 
-from examples.data import make_dataset, on_topic
-from katdensity import (
-    ExactKNNDensity,
-    HiddenStateEmbedder,
-    InverseDensitySampler,
-    InverseDensityWeighting,
-)
+from examples.data import load_data, on_topic
+from katdensity import ExactKNNDensity, InverseDensityWeighting
+from katdensity.integrations.trl import DensityGRPOTrainer, DensityRefreshCallback
 
 try:
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 except ImportError as error:  # a recipe, not part of the package: say what to install
     raise ImportError('this example needs TRL: pip install "katdensity[examples]"') from error
-
-
-# --8<-- [start:trainer]
-class DensityRepeatSampler(Sampler[int]):
-    """TRL's `RepeatSampler` structure over an `InverseDensitySampler`.
-
-    Args:
-        sampler: built with `group_size=G` (TRL's `mini_repeat_count`) and
-            `distributed="replicate"`, so every rank sees the same order.
-        batch_size: distinct prompts per generation batch (`generation_batch_size / G`).
-        repeat_count: times each chunk of `batch_size` prompts is yielded in a row.
-    """
-
-    def __init__(self, sampler: InverseDensitySampler, batch_size: int, repeat_count: int):
-        if sampler.distributed != "replicate":
-            raise ValueError(
-                f"sampler should use distributed='replicate' (TRL splits batches across "
-                f"ranks itself), but got distributed={sampler.distributed!r}"
-            )
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.repeat_count = repeat_count
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(self.sampler)  # each drawn prompt G times in a row
-        chunk = self.batch_size * self.sampler.group_size
-        # Like RepeatSampler, an incomplete last chunk is dropped.
-        for start in range(0, len(indices) - chunk + 1, chunk):
-            for _ in range(self.repeat_count):
-                yield from indices[start : start + chunk]
-
-    def __len__(self) -> int:
-        chunks = self.sampler.num_samples // self.batch_size
-        return chunks * self.batch_size * self.sampler.group_size * self.repeat_count
-
-    def set_epoch(self, epoch: int) -> None:
-        """Passed on, so every epoch draws afresh and reproducibly (`seed + epoch`)."""
-        self.sampler.set_epoch(epoch)
-
-
-class DensityGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
-    """`GRPOTrainer` whose prompts are drawn with probabilities `prompt_weights` `(N,)`."""
-
-    def __init__(self, *args: Any, prompt_weights: torch.Tensor, **kwargs: Any) -> None:
-        self.prompt_weights = prompt_weights
-        super().__init__(*args, **kwargs)
-
-    def _get_train_sampler(self, dataset: Any = None) -> Sampler[int]:
-        dataset = self.train_dataset if dataset is None else dataset
-        sampler = InverseDensitySampler(
-            self.prompt_weights,
-            num_samples=len(dataset),
-            seed=self.args.seed,
-            distributed="replicate",
-            group_size=self.num_generations,
-        )
-        return DensityRepeatSampler(
-            sampler,
-            batch_size=self.args.generation_batch_size // self.num_generations,
-            repeat_count=self.num_iterations * self.args.steps_per_generation,
-        )
-
-
-# --8<-- [end:trainer]
 
 
 def byte_tokenizer() -> Any:
@@ -157,6 +81,10 @@ def main(argv: list[str] | None = None) -> DensityGRPOTrainer:
     )
     parser.add_argument("--preset", choices=("tiny", "small"), default="tiny",
                         help="bundled data size: tiny (smoke test) or small")  # fmt: skip
+    parser.add_argument("--weights", default="policy",
+                        help="'policy', or a katdensity weights file matched by id")  # fmt: skip
+    parser.add_argument("--refresh-every", type=int, default=0,
+                        help="recompute the weights every N steps (0: never)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--max-steps", type=int, default=4, help="optimiser steps")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
@@ -166,15 +94,12 @@ def main(argv: list[str] | None = None) -> DensityGRPOTrainer:
     args = parser.parse_args(argv)
     from datasets import Dataset
 
-    train, _ = make_dataset(topic_size=60 if args.preset == "tiny" else 300, seed=args.seed)
-    dataset = Dataset.from_dict({"prompt": [e.prompt for e in train],
+    topic_size = 60 if args.preset == "tiny" else 300
+    train, _ = load_data(None, topic_size=topic_size, seed=args.seed)
+    dataset = Dataset.from_dict({"id": [f"ex{i}" for i in range(len(train))],
+                                 "prompt": [e.prompt for e in train],
                                  "topic": [e.topic for e in train]})  # fmt: skip
     tokenizer = byte_tokenizer()
-    model = tiny_model(tokenizer, args.seed)
-    embeddings = HiddenStateEmbedder(model, tokenizer, pooling="mean").embed(dataset["prompt"])
-    weights = InverseDensityWeighting(beta=args.beta)(
-        ExactKNNDensity(k=10, center=True).estimate(embeddings)
-    )
     config = GRPOConfig(
         output_dir=args.output_dir,
         max_steps=args.max_steps,
@@ -189,15 +114,20 @@ def main(argv: list[str] | None = None) -> DensityGRPOTrainer:
         use_cpu=args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()),
         bf16=False,
     )
+    # --8<-- [start:trainer]
     trainer = DensityGRPOTrainer(
-        model=model,
+        model=tiny_model(tokenizer, args.seed),
         reward_funcs=topic_reward,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        prompt_weights=weights,
+        density_weights=args.weights,  # "policy", or "weights.pt" matched by the "id" column
+        density_estimator=ExactKNNDensity(k=10, center=True),
+        density_weighting=InverseDensityWeighting(beta=args.beta),
+        callbacks=[DensityRefreshCallback(args.refresh_every)] if args.refresh_every else None,
     )
     trainer.train()
+    # --8<-- [end:trainer]
     return trainer
 
 

@@ -1,7 +1,11 @@
-"""The TRL recipe, when trl is installed (`pip install "katdensity[examples]"`)."""
+"""The TRL recipe runs, on the policy's weights and on a `katdensity weights` file.
+
+The trainer itself is tested in tests/integrations/test_trl.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,46 +14,32 @@ import torch
 pytest.importorskip("trl")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # from transformers
 
-from examples.trl_grpo import DensityRepeatSampler, main  # noqa: E402
-from katdensity import InverseDensitySampler  # noqa: E402
+from examples import data  # noqa: E402
+from examples.trl_grpo import main  # noqa: E402
+from katdensity.integrations.trl import DensityGRPOTrainer, DensityRefreshCallback  # noqa: E402
 
 
-def test_repeat_structure_matches_trl_repeat_sampler() -> None:
-    from trl.trainer.utils import RepeatSampler
-
-    weights = torch.ones(12, dtype=torch.float64)
-    weights[[0, 5]] = 0.0  # never drawn
-    sampler = DensityRepeatSampler(
-        InverseDensitySampler(weights, seed=0, distributed="replicate", group_size=2),
-        batch_size=3,
-        repeat_count=4,
-    )
-    ours = list(sampler)
-    reference = list(RepeatSampler(range(12), mini_repeat_count=2, batch_size=3, repeat_count=4))
-    assert len(ours) == len(sampler) == len(reference) == 12 * 2 * 4
-    assert 0 not in ours and 5 not in ours
-    for start in range(0, len(ours), 3 * 2 * 4):  # one chunk, repeated: same shape as TRL's
-        block, trl_block = ours[start : start + 24], reference[start : start + 24]
-        assert block[:6] * 4 == block and trl_block[:6] * 4 == trl_block
-        assert all(block[i] == block[i + 1] for i in range(0, 6, 2))
-    for rank in (0, 1):  # every rank the same order
-        other = InverseDensitySampler(
-            weights, seed=0, distributed="replicate", group_size=2, num_replicas=2, rank=rank
-        )
-        assert list(DensityRepeatSampler(other, 3, 4)) == ours
+def test_recipe_trains_on_the_policys_weights_and_refreshes_them(tmp_path: Path) -> None:
+    trainer = main(
+        ["--max-steps", "2", "--refresh-every", "1", "--device", "cpu",
+         "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    assert isinstance(trainer, DensityGRPOTrainer) and trainer.state.global_step == 2
+    assert any(isinstance(c, DensityRefreshCallback) for c in trainer.callback_handler.callbacks)
+    assert trainer.density_sampler is not None
+    assert not torch.equal(trainer.density_sampler.weights, trainer.density_weights)
 
 
-def test_trainer_draws_prompts_from_the_density_sampler(tmp_path: Path) -> None:
-    trainer = main(["--max-steps", "2", "--device", "cpu", "--output-dir", str(tmp_path)])
-    sampler = trainer._get_train_sampler()
-    assert isinstance(sampler, DensityRepeatSampler)
-    assert sampler.sampler.group_size == trainer.num_generations
-    assert sampler.repeat_count == trainer.num_iterations * trainer.args.steps_per_generation
-    assert trainer.state.global_step == 2
-    # The trainer's data loader yields the prompts in the sampler's order.
-    sampler.set_epoch(0)
-    order = list(sampler)
-    first = next(iter(trainer.get_train_dataloader()))
-    assert [row["prompt"] for row in first] == [
-        trainer.train_dataset[i]["prompt"] for i in order[: len(first)]
-    ]
+def test_recipe_trains_on_a_weights_file_from_the_command_line(tmp_path: Path) -> None:
+    data.main(["--out", str(tmp_path), "--topic-size", "60", "--seed", "0"])
+    for command in (
+        ["embed", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "emb.pt")],
+        ["weights", "--emb", str(tmp_path / "emb.pt"), "--out", str(tmp_path / "weights.pt")],
+    ):
+        subprocess.run([sys.executable, "-m", "katdensity", "--quiet", *command], check=True)
+    trainer = main(
+        ["--max-steps", "1", "--weights", str(tmp_path / "weights.pt"), "--device", "cpu",
+         "--output-dir", str(tmp_path / "run")]
+    )  # fmt: skip
+    assert trainer.state.global_step == 1
+    assert trainer.density_weights.shape == (len(trainer.train_dataset),)
