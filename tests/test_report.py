@@ -51,3 +51,9 @@ def test_format_shows_texts_the_strength_and_refuses_misaligned_texts() -> None:
         report.format(texts[:3])
     with pytest.raises(InvalidInputError, match=r"weights should have one entry per row"):
         weight_report(result, weights[:5])
+
+
+def test_the_result_reports_its_weights() -> None:
+    result, _ = _result_with_copies()
+    weights = InverseDensityWeighting()(result)
+    assert result.report(weights, top=2) == weight_report(result, weights, top=2)

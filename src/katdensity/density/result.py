@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
+
+if TYPE_CHECKING:
+    from katdensity.report import WeightReport
 
 __all__ = ["DensityEstimator", "DensityResult"]
 
@@ -52,6 +55,20 @@ class DensityResult:
 
     def __len__(self) -> int:
         return int(self.log_density.shape[0])
+
+    def report(self, weights: torch.Tensor | np.ndarray, **options: Any) -> WeightReport:
+        """What `weights` do to these prompts: [`weight_report`][katdensity.report.weight_report].
+
+        Args:
+            weights: `(N,)` sampling weights, row-aligned with this result.
+            **options: passed on (`beta`, `beta_used`, `min_ess_ratio`, `modes`, `top`).
+
+        Returns:
+            The report; `report.format(texts)` renders it.
+        """
+        from katdensity.report import weight_report
+
+        return weight_report(self, weights, **options)
 
 
 @runtime_checkable
