@@ -102,9 +102,11 @@ def run_demo(
         )
         for group in groups
     }
+    modes = find_modes(result)
     summary = weight_report(
         result,
         weights,
+        modes=modes,
         beta=beta,
         beta_used=weighting.beta_used_,
         min_ess_ratio=weighting.min_ess_ratio,
@@ -128,7 +130,7 @@ def run_demo(
     files: list[Path] = []
     if out_dir is not None:
         files = _write_outputs(
-            Path(out_dir), data.texts, labels, embeddings, result, weights, report
+            Path(out_dir), data.texts, labels, embeddings, result, weights, modes, report
         )
     return DemoResult(report=report, shares=shares, files=files, weights=summary)
 
@@ -148,6 +150,7 @@ def _write_outputs(
     embeddings: torch.Tensor,
     result: DensityResult,
     weights: torch.Tensor,
+    modes: torch.Tensor,
     report: str,
 ) -> list[Path]:
     from katdensity import viz
@@ -169,7 +172,7 @@ def _write_outputs(
         "ids": ids,
         "labels": labels,
         "neighbors": result.neighbors,
-        "modes": find_modes(result),
+        "modes": modes,
     }
     try:
         viz.write_view(

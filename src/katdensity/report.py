@@ -16,7 +16,7 @@ import torch
 
 from katdensity._table import format_table
 from katdensity._validate import as_probabilities, check_int
-from katdensity.density._duplicates import first_occurrence
+from katdensity.density._duplicates import first_occurrence, group_sums
 from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
@@ -223,7 +223,7 @@ def _largest_modes(
     # Distinct prompts per mode: each distinct prompt counted once, at its first row.
     first_of_prompt = first_occurrence(distinct, int(distinct.max()) + 1)
     prompts = torch.bincount(labels[first_of_prompt], minlength=n_labels)
-    mass = torch.zeros(n_labels, dtype=torch.float64).index_add_(0, labels, probabilities)
+    mass = group_sums(probabilities, labels, n_labels)
     first = first_occurrence(labels, n_labels)
     order = [int(m) for m in torch.argsort(-rows, stable=True) if int(rows[m]) >= 2][:top]
     n = labels.numel()
@@ -243,7 +243,7 @@ def _ranked(
     distinct: torch.Tensor, probabilities: torch.Tensor, top: int, *, largest: bool
 ) -> list[PromptWeight]:
     n_prompts = int(distinct.max()) + 1
-    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, distinct, probabilities)
+    mass = group_sums(probabilities, distinct, n_prompts)
     copies = torch.bincount(distinct, minlength=n_prompts)
     first = first_occurrence(distinct, n_prompts)
     order = torch.argsort(mass, descending=largest, stable=True)[:top]

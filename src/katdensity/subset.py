@@ -7,7 +7,7 @@ import torch
 
 from katdensity._draws import draw_without_replacement
 from katdensity._validate import as_groups, as_probabilities, check_int
-from katdensity.density._duplicates import first_occurrence
+from katdensity.density._duplicates import first_occurrence, group_sums
 from katdensity.errors import InvalidInputError
 
 __all__ = ["select_subset"]
@@ -64,9 +64,7 @@ def select_subset(
     if groups is not None and not copies:
         labels, n_prompts = as_groups(groups, probabilities.shape[0])
         first_rows = first_occurrence(labels, n_prompts)
-        probabilities = torch.zeros(n_prompts, dtype=torch.float64).index_add_(
-            0, labels, probabilities
-        )
+        probabilities = group_sums(probabilities, labels, n_prompts)
     available = int((probabilities > 0).sum())
     if budget > available:
         what = "items" if first_rows is None else "distinct prompts"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
+from katdensity.density._duplicates import group_sums
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 
@@ -177,7 +178,7 @@ def _cap_and_mix(
     uniform_mix: float,
 ) -> torch.Tensor:
     # Work on each prompt's total (its copies together), then share it among the copies.
-    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
+    mass = group_sums(probabilities, labels, n_prompts)
     adjusted = mass
     if ratio is not None:
         adjusted = _cap(adjusted, ratio / n_prompts)
@@ -194,7 +195,7 @@ def _cap_and_mix(
 
 
 def _distinct_ess(probabilities: torch.Tensor, labels: torch.Tensor, n_prompts: int) -> float:
-    mass = torch.zeros(n_prompts, dtype=torch.float64).index_add_(0, labels, probabilities)
+    mass = group_sums(probabilities, labels, n_prompts)
     return float(1.0 / mass.square().sum())
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "fingerprint",
     "first_occurrence",
     "group_by_fingerprint",
+    "group_sums",
     "regroup",
 ]
 
@@ -84,3 +85,8 @@ def first_occurrence(inverse: torch.Tensor, n_groups: int) -> torch.Tensor:
     rows = torch.arange(inverse.numel())
     first = torch.full((n_groups,), inverse.numel(), dtype=torch.int64)
     return first.scatter_reduce(0, inverse, rows, reduce="amin")
+
+
+def group_sums(values: torch.Tensor, labels: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """`(n_groups,)` float64: the sum of `values` over the rows of each group."""
+    return torch.zeros(n_groups, dtype=torch.float64).index_add_(0, labels, values.double())
