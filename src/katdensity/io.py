@@ -359,7 +359,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingsFile:
     """
     source = _existing(path, "embeddings file")
     if source.suffix == ".pt":
-        blob = _read_torch(source, ("ids", "emb"))
+        blob = read_torch_file(source, ("ids", "emb"))
         ids_source, matrix = source, blob["emb"]
         raw_ids, embedder = blob["ids"], blob.get("embedder")
         if not isinstance(matrix, torch.Tensor):
@@ -441,7 +441,7 @@ def load_weights(path: str | os.PathLike[str]) -> WeightsFile:
             not a 1-D integer tensor, one per id.
     """
     source = _existing(path, "weights file")
-    record = _read_torch(source, ("ids", "weights"), "`katdensity weights`")
+    record = read_torch_file(source, ("ids", "weights"), "`katdensity weights`")
     ids, weights = _ids(record["ids"], source), record["weights"]
     if not (
         isinstance(weights, torch.Tensor)
@@ -489,7 +489,7 @@ def _read(
         raise InvalidInputError(f"{source} {problem(error)}; write it with {writer}") from None
 
 
-def _read_torch(
+def read_torch_file(
     source: Path, keys: tuple[str, ...], writer: str = _EMBEDDINGS_WRITER
 ) -> dict[str, Any]:
     """A dict holding `keys` from `torch.load(weights_only=True)`, or InvalidInputError."""

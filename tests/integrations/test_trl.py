@@ -498,6 +498,18 @@ def test_resumed_run_trains_on_the_prompts_of_the_uninterrupted_one(
     assert set(whole.batches[3]) == {"p12"} and set(whole.batches[4]) == {"p14"}
 
 
+def test_a_damaged_sampler_state_names_the_file(
+    tokenizer: Any, dataset: Any, tmp_path: Path
+) -> None:
+    trainer = build(tokenizer, dataset, tmp_path, options={"max_steps": 1})
+    trainer.get_train_dataloader()  # builds the density sampler
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    (checkpoint / SAMPLER_STATE_NAME).write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.raises(InvalidInputError, match=r"katdensity_sampler\.pt is a truncated"):
+        trainer._load_optimizer_and_scheduler(str(checkpoint))
+
+
 def test_sampler_state_from_another_structure_is_refused() -> None:
     inner = InverseDensitySampler(torch.ones(6), seed=0, distributed="replicate", group_size=2)
     state = DensityRepeatSampler(inner, batch_size=3, repeat_count=2).state_dict()

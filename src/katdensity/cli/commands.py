@@ -91,6 +91,18 @@ def run_weights(args: argparse.Namespace) -> None:
     if args.write_column is not None:
         _check_column_target(args.data, args.write_column)
     stored = load_embeddings(args.emb)
+    # The prompts are read and matched first, so a bad --data fails before the search.
+    texts = None
+    prompts = None if args.data is None else read_prompts(args.data, field=args.field)
+    if prompts is not None:
+        by_id = {prompt.id: prompt.text for prompt in prompts}
+        missing = next((i for i in stored.ids if i not in by_id), None)
+        if missing is not None:
+            raise InvalidInputError(
+                f"--data should hold the prompts of {args.emb}, but id {missing!r} is not in "
+                f"{args.data}"
+            )
+        texts = [by_id[i] for i in stored.ids]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet)
     result = estimator.estimate(stored.embeddings)
     weights, beta_used = weights_with_floor(
@@ -124,20 +136,9 @@ def run_weights(args: argparse.Namespace) -> None:
             "beta_used": beta_used,
         },
     }
-    texts = None
     column = None
-    if args.data is not None:
-        prompts = read_prompts(args.data, field=args.field)
-        by_id = {prompt.id: prompt.text for prompt in prompts}
-        missing = next((i for i in stored.ids if i not in by_id), None)
-        if missing is not None:
-            raise InvalidInputError(
-                f"--data should hold the prompts of {args.emb}, but id {missing!r} is not in "
-                f"{args.data}"
-            )
-        texts = [by_id[i] for i in stored.ids]
-        if args.write_column is not None:
-            column = _weight_column(prompts, stored.ids, weights, args.emb, args.data)
+    if prompts is not None and args.write_column is not None:
+        column = _weight_column(prompts, stored.ids, weights, args.emb, args.data)
     with atomic_path(args.out) as temporary:
         torch.save(record, temporary)
     if column is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence, Sized
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
@@ -46,6 +47,7 @@ from katdensity.integrations._weights import (
     row_weights,
     weights_for_ids,
 )
+from katdensity.io import read_torch_file
 from katdensity.sampler import InverseDensitySampler
 from katdensity.weights import Weighting, effective_sample_size
 
@@ -369,7 +371,12 @@ class _DensitySampling(_TrainerBase):
         if checkpoint is None or self.density_sampler is None:
             return
         path = os.path.join(checkpoint, SAMPLER_STATE_NAME)
-        state = torch.load(path, weights_only=True) if os.path.isfile(path) else None
+        # Read like every katdensity file: a damaged one is an InvalidInputError naming it.
+        state = (
+            read_torch_file(Path(path), ("version", "sampler"), "the density trainer")
+            if os.path.isfile(path)
+            else None
+        )
         state = from_rank_zero(state)
         if state is None:
             logger.warning(
