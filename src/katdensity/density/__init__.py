@@ -4,10 +4,17 @@ from katdensity.density.approx import ApproxKNNDensity
 from katdensity.density.auto import AutoKNNDensity, choose_search
 from katdensity.density.estimator import KNNDensityEstimator
 from katdensity.density.exact import ExactKNNDensity
-from katdensity.density.formula import knn_log_density, levina_bickel_dim, neighbor_radii
+from katdensity.density.formula import (
+    DEFAULT_SMOOTHING,
+    knn_log_density,
+    levina_bickel_dim,
+    neighbor_radii,
+    smooth_over_neighbors,
+)
 from katdensity.density.result import DensityEstimator, DensityResult
 
 __all__ = [
+    "DEFAULT_SMOOTHING",
     "ApproxKNNDensity",
     "AutoKNNDensity",
     "DensityEstimator",
@@ -18,4 +25,5 @@ __all__ = [
     "knn_log_density",
     "levina_bickel_dim",
     "neighbor_radii",
+    "smooth_over_neighbors",
 ]

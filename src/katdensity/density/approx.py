@@ -8,6 +8,7 @@ import torch
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.density.formula import DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, in_memory
 from katdensity.knn.approx import approx_knn
 from katdensity.knn.neighbors import Metric, Neighbors
@@ -33,6 +34,8 @@ class ApproxKNNDensity(KNNDensityEstimator):
         n_jobs: pynndescent threads (`-1` all cores).
         intrinsic_dim: exponent of the volume law; `None` estimates it.
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
+        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
+            for the plain k-NN estimate).
     """
 
     def __init__(
@@ -45,8 +48,9 @@ class ApproxKNNDensity(KNNDensityEstimator):
         n_jobs: int | None = -1,
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
+        smoothing: int = DEFAULT_SMOOTHING,
     ) -> None:
-        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.n_neighbors = (
             None if n_neighbors is None else check_int("n_neighbors", n_neighbors, low=k + 1)
         )

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.density.formula import DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, as_source, in_memory
 from katdensity.knn.approx import approx_knn
 from katdensity.knn.exact import search_rows
@@ -52,6 +53,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         seed: random state of the approximate search.
         intrinsic_dim: exponent of the volume law; `None` estimates it.
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
+        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
+            for the plain k-NN estimate).
         progress: progress bar of the exact search; `None` shows it on a terminal for long
             searches (the approximate search shows none).
         distributed: share the exact search among the `torch.distributed` processes, as
@@ -67,10 +70,11 @@ class AutoKNNDensity(KNNDensityEstimator):
         seed: int = 0,
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
+        smoothing: int = DEFAULT_SMOOTHING,
         progress: bool | None = None,
         distributed: bool | None = None,
     ) -> None:
-        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.progress = progress
         self.distributed = distributed
         if device is None:

@@ -18,7 +18,7 @@ from katdensity.density._duplicates import (
     group_by_fingerprint,
     regroup,
 )
-from katdensity.density.formula import knn_log_density
+from katdensity.density.formula import DEFAULT_SMOOTHING, SMOOTHING_WIDTH, knn_log_density
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 from katdensity.knn._rows import MappedRows, RowSource
@@ -89,6 +89,12 @@ class KNNDensityEstimator(abc.ABC):
             direction: about 0.3 for all-MiniLM-L6-v2 sentence embeddings, 0.4-0.6 for a set
             dominated by a few topics, near 1 for causal-LM hidden states). It never centres
             for `"euclidean"`, whose distances do not change under a shift.
+        smoothing: times the log-density is averaged over each point and its 5 nearest
+            neighbours (default 1; see
+            [`smooth_over_neighbors`][katdensity.density.formula.smooth_over_neighbors]).
+            It lets the stragglers of a near-duplicate family, whose own k-th neighbour
+            looks ordinary, share the family's density. 0 gives the plain k-NN estimate;
+            more steps suppress families further and spread density over larger regions.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class KNNDensityEstimator(abc.ABC):
         *,
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
+        smoothing: int = DEFAULT_SMOOTHING,
     ) -> None:
         self.k = check_int("k", k, low=1)
         self.metric: Metric = check_choice("metric", metric, METRICS)  # type: ignore[assignment]
@@ -109,6 +116,7 @@ class KNNDensityEstimator(abc.ABC):
                 f"center should be True, False or 'auto', but got center={center!r}"
             )
         self.center = center
+        self.smoothing = check_int("smoothing", smoothing, low=0)
 
     def estimate(
         self, embeddings: torch.Tensor | np.ndarray | str | os.PathLike[str]
@@ -155,6 +163,7 @@ class KNNDensityEstimator(abc.ABC):
             neighbors,
             intrinsic_dim=self.intrinsic_dim,
             mass=None if duplicates is None else duplicates.counts,
+            smoothing=self.smoothing,
         )
         multiplicity = torch.ones(n, dtype=torch.int64)
         distinct_index = torch.arange(n)
@@ -170,11 +179,14 @@ class KNNDensityEstimator(abc.ABC):
                 metric=neighbors.metric,
             )
         logger.info(
-            "estimated density of %d points (%d distinct, k=%d, intrinsic dimension %.2f)",
+            "estimated density of %d points (%d distinct, k=%d, intrinsic dimension %.2f, "
+            "smoothed %d times over %d neighbours)",
             n,
             n_distinct,
             self.k,
             dim,
+            self.smoothing,
+            min(SMOOTHING_WIDTH, self.k),
         )
         return DensityResult(
             log_density=log_density,

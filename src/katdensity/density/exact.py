@@ -8,6 +8,7 @@ import torch
 
 from katdensity._validate import check_choice, check_int
 from katdensity.density.estimator import KNNDensityEstimator
+from katdensity.density.formula import DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, as_source
 from katdensity.knn.exact import Precision, search_rows
 from katdensity.knn.neighbors import Metric, Neighbors
@@ -29,6 +30,8 @@ class ExactKNNDensity(KNNDensityEstimator):
         intrinsic_dim: exponent of the volume law; `None` estimates it (Levina-Bickel).
         center: subtract the mean embedding first; `"auto"` does so for anisotropic sets
             (see [`KNNDensityEstimator`][katdensity.density.estimator.KNNDensityEstimator]).
+        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
+            for the plain k-NN estimate).
         precision: `"float32"`, `"bfloat16"` (bf16 candidates re-scored in fp32), or `"auto"`
             (bf16 on CUDA, fp32 on CPU).
         memory_budget_bytes: bytes for one score tile and its scratch space.
@@ -54,12 +57,13 @@ class ExactKNNDensity(KNNDensityEstimator):
         device: str | torch.device | None = None,
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
+        smoothing: int = DEFAULT_SMOOTHING,
         precision: Precision = "auto",
         memory_budget_bytes: int = 256 * 2**20,
         progress: bool | None = None,
         distributed: bool | None = None,
     ) -> None:
-        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center)
+        super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.device = None if device is None else torch.device(device)
         self.precision: Precision = check_choice(  # type: ignore[assignment]
             "precision", precision, ("auto", "float32", "bfloat16")

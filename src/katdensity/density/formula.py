@@ -15,6 +15,14 @@ distances between sentence embeddings vary by ~10% across a corpus, so `1/r` is 
 uniform, while `r^-d` with the manifold's dimension turns the same spread into the density
 differences that are really there. `d` is estimated from the same neighbour distances with
 the Levina-Bickel maximum-likelihood estimator, averaged as MacKay & Ghahramani suggest.
+
+Near-duplicate families are loose clouds in a sentence-embedding space: most rewrites of a
+prompt lie close together, but a few (a long prefix, a typo in a key word) sit as far from
+the rest as ordinary prompts sit from each other, and their own k-th radius looks ordinary.
+Their nearest neighbours are still the family's members. Smoothing the log-density over the
+graph, each point averaged with its `SMOOTHING_WIDTH` nearest neighbours `smoothing` times,
+lets those stragglers inherit the family's density, while between ordinary prompts, whose
+neighbours are ordinary too, it only evens out noise of the estimate.
 """
 
 from __future__ import annotations
@@ -27,13 +35,24 @@ import torch
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
 
-__all__ = ["knn_log_density", "levina_bickel_dim", "neighbor_radii"]
+__all__ = [
+    "DEFAULT_SMOOTHING",
+    "SMOOTHING_WIDTH",
+    "knn_log_density",
+    "levina_bickel_dim",
+    "neighbor_radii",
+    "smooth_over_neighbors",
+]
 
 logger = logging.getLogger(__name__)
 
 # A k-th neighbour closer than this fraction of the median radius is treated as lying at it,
 # so exact duplicates (radius 0) get a large but finite density.
 _MIN_RADIUS_FRACTION = 1e-3
+# Each smoothing step averages a point with this many of its nearest neighbours.
+SMOOTHING_WIDTH = 5
+# Smoothing steps of the default estimators (benchmarks/bench_density.py chose it).
+DEFAULT_SMOOTHING = 1
 
 
 def neighbor_radii(neighbors: Neighbors) -> torch.Tensor:
@@ -74,6 +93,7 @@ def knn_log_density(
     *,
     intrinsic_dim: float | None = None,
     mass: torch.Tensor | None = None,
+    smoothing: int = 0,
 ) -> tuple[torch.Tensor, float]:
     """Natural-log k-NN density of every point, and the dimension used.
 
@@ -83,6 +103,8 @@ def knn_log_density(
             [`levina_bickel_dim`][katdensity.density.formula.levina_bickel_dim].
         mass: `(M,)` rows held by each point (copies of a prompt); `None` means one each.
             The sample size `N` is then their sum, and neighbours count by their mass.
+        smoothing: how many times the log-density is averaged over each point's nearest
+            neighbours (see `smooth_over_neighbors`); 0 leaves the k-NN estimate as it is.
 
     Returns:
         `(log_density, d)`: a `(M,)` float64 tensor and the dimension used.
@@ -111,4 +133,29 @@ def knn_log_density(
     kth = kth.clamp_min(_MIN_RADIUS_FRACTION * scale)
     log_unit_ball = (d / 2) * math.log(math.pi) - math.lgamma(d / 2 + 1)
     log_density = torch.log(count) - math.log(n) - log_unit_ball - d * torch.log(kth)
-    return log_density, d
+    return smooth_over_neighbors(log_density, neighbors, steps=smoothing), d
+
+
+def smooth_over_neighbors(
+    values: torch.Tensor, neighbors: Neighbors, *, steps: int, width: int = SMOOTHING_WIDTH
+) -> torch.Tensor:
+    """Average each point's value with its `width` nearest neighbours', `steps` times.
+
+    Args:
+        values: `(M,)` per-point values, e.g. log-densities.
+        neighbors: the `(M, k)` neighbour graph of the same points; `min(width, k)`
+            neighbours are used.
+        steps: how many times to average; 0 returns `values` unchanged.
+        width: neighbours per average.
+
+    Returns:
+        `(M,)` float64: `v <- (v_i + sum of v_j over i's nearest neighbours) / (width + 1)`,
+            applied `steps` times.
+    """
+    if steps < 0:
+        raise InvalidInputError(f"smoothing should be 0 or more steps, but got {steps}")
+    index = neighbors.indices.to("cpu")[:, : min(width, neighbors.k)]
+    smoothed = values.to(torch.float64)
+    for _ in range(steps):
+        smoothed = (smoothed + smoothed[index].sum(dim=1)) / (index.shape[1] + 1)
+    return smoothed
