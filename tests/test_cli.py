@@ -140,3 +140,28 @@ def test_repeated_prompts_are_counted_once(
         assert len(chosen) == len(set(chosen)) == 100
         bread = {int(i[1:]) % 4 for i in chosen if int(i[1:]) < 150}
         assert sum(int(i[1:]) < 150 for i in chosen) == len(bread) <= 4  # each prompt once
+
+
+def test_weights_smoothing_option(
+    tmp_path: Path, pairs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--smoothing 0` is the plain k-NN estimate; the file records the setting; a negative
+    value is a one-line error and writes nothing."""
+    from katdensity import ExactKNNDensity
+
+    emb = tmp_path / "emb.pt"
+    assert main(["--quiet", "embed", "--data", str(pairs), "--out", str(emb)]) == 0
+    embeddings = load_embeddings(emb).embeddings
+    for steps in (0, 2):
+        out = tmp_path / f"w{steps}.pt"
+        argv = ["weights", "--emb", str(emb), "--out", str(out), "--k", "5"]
+        assert main(["--quiet", *argv, "--estimator", "exact", "--smoothing", str(steps)]) == 0
+        record = torch.load(out, weights_only=True)
+        assert record["settings"]["smoothing"] == steps
+        expected = ExactKNNDensity(k=5, smoothing=steps, progress=False).estimate(embeddings)
+        torch.testing.assert_close(record["log_density"], expected.log_density)
+    bad = tmp_path / "bad.pt"
+    argv = ["weights", "--emb", str(emb), "--out", str(bad), "--smoothing", "-1"]
+    assert main(["--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "smoothing" in err and not bad.exists()
