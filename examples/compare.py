@@ -1,28 +1,38 @@
 """The A/B experiment: does sampling rare prompts more often reduce mode collapse in GRPO?
 
-1. Train one SFT base policy and one reward model on the bundled preference data
-   (examples/train_sft.py, examples/train_rm.py), shared by every run below.
-2. For each seed, run GRPO twice from that base with everything equal (seed, sampler seed,
-   sampling generator, steps) except the prompt sampler: `--sampler uniform` and
-   `--sampler density` (examples/train_grpo.py).
-3. Sample `--samples` completions per held-out prompt from every policy (and from the base)
-   with one fixed evaluation seed, on prompts whose subjects no training prompt mentions,
-   the same number per topic.
-4. Measure them with katdensity.metrics (distinct-n, token Gini, self-BLEU, Vendi over
-   hashed n-gram embeddings), the reward model's score, a Monte Carlo estimate of the
-   sequence KL to the base, and the share of completions that are on topic (ground truth
-   from the generator, which the reward model only approximates); count how often each
-   prompt group was trained on.
-5. Write `--results` (Markdown: the table with mean and spread over seeds, the paired
-   differences, the group visit counts, the command) and a plot next to it (PNG with
-   matplotlib, skipped without it).
+The prompt set (examples/data.py) is skewed the way scraped sets are: eight topics of
+Zipf-distributed sizes, the four largest ("common") holding 73% of the prompts and three
+groups of near-duplicate rewrites on top of them, the four smallest ("rare") 27%. The reward
+is verifiable (`examples.data.topic_reward`: 1 for an on-topic line, minus the share of
+repeated words), so it rewards on every topic exactly what the metrics measure.
 
-The default size (five seeds) takes about 11 minutes on two otherwise idle CPU cores:
+Primary endpoint, fixed before the run (`PRIMARY`): **collapse onto the common topics on
+rare held-out prompts**, the share of completions to a rare topic's held-out prompts that
+use a common topic's vocabulary and none of their own. It is judged by the difference
+density (the library's default weights) minus uniform, paired by GRPO seed within each
+base model, estimated per base and pooled over bases (the mean of the per-base estimates),
+± its standard error: below -2 SE supports the hypothesis, above +2 SE contradicts it,
+anything else is no detectable difference, and the minimal detectable effect (80% power,
+two-sided 5%) is stated beside it. Everything else is secondary.
 
-    python -m examples.compare
+1. For each base seed, train an SFT policy (examples/train_sft.py) with that seed.
+2. From each base, for each GRPO seed, run GRPO once per arm with everything equal (seed,
+   sampler seed, sampling generator, steps) except the prompt weights: `uniform`, and the
+   density weights at three strengths (`ARMS`): weaker (ESS floor 0.85), the default
+   (`beta=1`, floor 0.65) and stronger (`beta=2`, floor 0.4).
+3. Sample `--samples` completions per held-out prompt (subjects no training prompt
+   mentions, the same number per topic) from every policy and from the bases, with one
+   fixed evaluation seed, and measure them: the endpoint, on-topic shares per tier, the
+   reward, the KL to the base, and katdensity.metrics' diversity measures.
+4. Write `--results` (Markdown: the endpoint first, then the endpoint against the weights'
+   ESS/N, the sanity check that uniform GRPO over-trains the dense part, the secondary
+   metrics and the draws per prompt group) and a plot beside it.
 
-`--preset tiny --max-steps 2 --seeds 0` is the smoke test; `--preset medium --device cuda`
-scales it up. The results are what they are: read the spread before the means.
+    python -m examples.compare                  # --preset cpu: 3 bases x 5 seeds x 4 arms
+    python -m examples.compare --preset gpu     # larger models, 3 bases x 8 seeds, CUDA
+
+`--preset cpu` (3 bases x 5 seeds x 4 arms, 24 samples per held-out prompt) takes about 20
+minutes on two CPU cores; `--preset smoke` is the test's.
 """
 
 from __future__ import annotations
@@ -38,30 +48,50 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from examples import train_grpo, train_rm, train_sft
+from examples import train_grpo, train_sft
 from examples.common import load_checkpoint, pad_batch, pick_device
-from examples.data import TOPICS, Example, load_data, on_topic
+from examples.data import TOPICS, Example, load_data, on_topic, topic_reward
 from examples.gpt import GPT, load_model
 from examples.grpo import token_logprobs
 from examples.tokenizer import ByteTokenizer
-from examples.train_rm import RewardModel, load_reward_model
 from katdensity import HashingEmbedder
 from katdensity.metrics import distinct_n, diversity_report
 
-ARMS = ("uniform", "density")
 COMMON, RARE = list(TOPICS)[:4], list(TOPICS)[4:]  # the four largest topics, the four smallest
-# (key, label, which direction is more diverse / better) for the tables and the plot
-METRICS = (
-    ("reward", "reward (RM score)", "higher"),
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    sampler: str
+    beta: float = 1.0
+    min_ess: float = 0.65
+
+    def flags(self) -> list[str]:
+        return ["--sampler", self.sampler, "--beta", str(self.beta), "--min-ess", str(self.min_ess)]
+
+
+ARMS = (
+    Arm("uniform", "uniform"),
+    Arm("density-weak", "density", beta=1.0, min_ess=0.85),
+    Arm("density", "density", beta=1.0, min_ess=0.65),  # the library's default weights
+    Arm("density-strong", "density", beta=2.0, min_ess=0.40),
+)
+CONTROL, TREATMENT = "uniform", "density"
+# (key, label, which direction is better); the first is the primary endpoint.
+PRIMARY = ("rare/collapse", "collapse onto the common topics on rare held-out prompts", "lower")
+SECONDARY = (
+    ("rare/on_topic", "on topic, rare topics", "higher"),
+    ("common/on_topic", "on topic, common topics", "higher"),
+    ("reward", "reward (topic rule)", "higher"),
     ("kl", "KL to base (nats / completion)", "-"),
-    ("on_topic", "on topic (ground truth)", "higher"),
-    ("distinct_1", "distinct-1", "higher"),
     ("distinct_2", "distinct-2", "higher"),
     ("prompt_distinct_2", "distinct-2 within a prompt's samples", "higher"),
     ("self_bleu", "self-BLEU", "lower"),
@@ -69,19 +99,35 @@ METRICS = (
     ("vendi", "Vendi score (hashed n-grams)", "higher"),
     ("mean_tokens", "mean words per completion", "-"),
 )
-TIERED = (  # measured apart on the common and on the rare topics
-    ("reward", "reward (RM score)"),
-    ("on_topic", "on topic (ground truth)"),
-    ("distinct_2", "distinct-2"),
-    ("prompt_distinct_2", "distinct-2 within a prompt's samples"),
-)
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "smoke": dict(stages="tiny", bases=[0], seeds=[0], samples=2, max_steps=2, grpo=[]),
+    # lr 3e-4 (the stage preset has 1e-4): at 1e-4 uniform GRPO barely moves in 100 steps
+    # and the sanity check fails; at 3e-4 it visibly over-trains the common topics.
+    "cpu": dict(
+        stages="small",
+        bases=[0, 1, 2],
+        seeds=[0, 1, 2, 3, 4],
+        samples=24,
+        max_steps=None,
+        grpo=["--lr", "3e-4"],
+    ),
+    "gpu": dict(
+        stages="medium", bases=[0, 1, 2], seeds=list(range(8)), samples=16, max_steps=None, grpo=[]
+    ),
+}
+# z(0.975) + z(0.8): a true effect of this many standard errors is detected 80% of the time.
+_DETECTABLE = 1.96 + 0.84
+
+
+def collapsed(response: str, topic: str) -> bool:
+    """About a common topic instead of its own `topic`."""
+    return not on_topic(response, topic) and any(on_topic(response, c) for c in COMMON)
 
 
 @torch.no_grad()
 def evaluate(
     policy: GPT,
     reference: GPT,
-    reward_model: RewardModel,
     heldout: list[Example],
     *,
     samples: int,
@@ -111,21 +157,17 @@ def evaluate(
     kl = ((logprobs - ref_logprobs) * mask).sum(dim=1).mean()
     # Vendi needs a non-zero embedding for every text; an empty completion gets a marker.
     embeddings = HashingEmbedder().embed([t if t.strip() else "<empty>" for t in texts])
-    rewards = reward_model.score(prompts, completions, tokenizer.pad_token_id).tolist()
     metrics = {**diversity_report(texts, embeddings), "kl": float(kl)}
-    # The same few metrics over all held-out prompts and over the common and the rare topics
-    # (TOPICS is ordered by training-set size); a prompt's samples are contiguous in `rows`.
-    for tier, topics in (("", TOPICS), ("common/", COMMON), ("rare/", RARE)):
-        keep = [i for i, e in enumerate(rows) if e.topic in topics]
-        metrics[f"{tier}reward"] = statistics.fmean(rewards[i] for i in keep)
-        metrics[f"{tier}on_topic"] = statistics.fmean(
-            on_topic(texts[i], rows[i].topic) for i in keep
-        )
-        metrics[f"{tier}distinct_2"] = distinct_n([texts[i] for i in keep], 2)
-        metrics[f"{tier}prompt_distinct_2"] = statistics.fmean(
-            distinct_n([texts[j] for j in keep[i : i + samples]], 2)
-            for i in range(0, len(keep), samples)
-        )
+    metrics["reward"] = statistics.fmean(
+        topic_reward(t, e.topic) for t, e in zip(texts, rows, strict=True)
+    )
+    metrics["prompt_distinct_2"] = statistics.fmean(
+        distinct_n(texts[i : i + samples], 2) for i in range(0, len(texts), samples)
+    )
+    for tier, topics in (("common", COMMON), ("rare", RARE)):
+        keep = [(t, e.topic) for t, e in zip(texts, rows, strict=True) if e.topic in topics]
+        metrics[f"{tier}/on_topic"] = statistics.fmean(on_topic(t, name) for t, name in keep)
+        metrics[f"{tier}/collapse"] = statistics.fmean(collapsed(t, name) for t, name in keep)
     return metrics
 
 
@@ -138,36 +180,86 @@ def run_arm(argv: list[str], log: str, threads: int, eval_args: dict[str, Any]) 
     device = pick_device(eval_args["device"])
     policy = load_model(checkpoint, device)
     reference = load_model(load_checkpoint(eval_args["sft"]), device)
-    reward_model = load_reward_model(load_checkpoint(eval_args["rm"]), device)
-    heldout = eval_args["heldout"]
-    metrics = evaluate(policy, reference, reward_model, heldout, **eval_args["evaluation"])
-    return {
-        "metrics": metrics,
-        "draws": checkpoint["draws"],
-        "weights": checkpoint["sampler"]["weights"].tolist(),
-        "rewards": [h["reward"] for h in checkpoint["history"]],
-    }
+    metrics = evaluate(policy, reference, eval_args["heldout"], **eval_args["evaluation"])
+    return {"metrics": metrics, "draws": checkpoint["draws"], "ess": checkpoint["weights_ess"]}
 
 
-def mean_sd(values: Sequence[float], spec: str = ".3f") -> str:
-    if len(values) == 1:
-        return f"{values[0]:{spec}}"
-    return f"{statistics.fmean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (nan for one value)."""
+    if len(values) < 2:
+        return values[0], math.nan
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def paired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Mean of b - a over seeds and its standard error (nan for one seed)."""
-    differences = [y - x for x, y in zip(a, b, strict=True)]
-    if len(differences) < 2:
-        return differences[0], math.nan
-    return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(
-        len(differences)
+def pooled(estimates: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The mean of per-base estimates and its standard error, from theirs."""
+    mean = statistics.fmean(m for m, _ in estimates)
+    return mean, math.sqrt(sum(se**2 for _, se in estimates)) / len(estimates)
+
+
+def fmt(mean: float, se: float, spec: str = "+.3f") -> str:
+    return f"{mean:{spec}}" if math.isnan(se) else f"{mean:{spec}} ± {se:.3f}"
+
+
+class Runs:
+    """Every run's results, by (arm, base, seed), and the paired comparisons on them."""
+
+    def __init__(
+        self,
+        results: dict[tuple[str, int, int], dict[str, Any]],
+        bases: list[int],
+        seeds: list[int],
+        base_metrics: dict[int, dict[str, float]],
+    ) -> None:
+        self.results, self.bases, self.seeds, self.base = results, bases, seeds, base_metrics
+
+    def values(self, arm: str, key: str, base: int) -> list[float]:
+        return [self.results[(arm, base, s)]["metrics"][key] for s in self.seeds]
+
+    def difference(
+        self, key: str, arm: str, base: int, control: str = CONTROL
+    ) -> tuple[float, float]:
+        """`arm` minus `control` on `key`, paired by seed within `base`: mean ± SE."""
+        pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
+        return mean_se([b - a for a, b in pairs])
+
+    def pooled_difference(self, key: str, arm: str, control: str = CONTROL) -> tuple[float, float]:
+        return pooled([self.difference(key, arm, b, control) for b in self.bases])
+
+    def gain_over_base(self, key: str, arm: str, base: int) -> tuple[float, float]:
+        return mean_se([v - self.base[base][key] for v in self.values(arm, key, base)])
+
+    def arm_mean(self, arm: str, key: str) -> float:
+        return statistics.fmean(v for b in self.bases for v in self.values(arm, key, b))
+
+    def ess(self, arm: str) -> float:
+        return statistics.fmean(
+            self.results[(arm, b, s)]["ess"] for b in self.bases for s in self.seeds
+        )
+
+
+def verdict(mean: float, se: float, better: str) -> str:
+    if math.isnan(se):
+        return "one seed: no standard error, no verdict"
+    if abs(mean) <= 2 * se:
+        return "no difference beyond 2 standard errors"
+    good = (mean > 0) == (better == "higher")
+    return f"density is {'better' if good else 'worse'} (beyond 2 standard errors)"
+
+
+def power(effect: float, se: float, pairs: int) -> str:
+    """How many pairs would detect an effect of the observed size 80% of the time."""
+    if math.isnan(se) or effect == 0.0:
+        return ""
+    needed = math.ceil(pairs * (_DETECTABLE * se / effect) ** 2)
+    return (
+        f"An effect of the observed size ({abs(effect):.3f}) would be detected 80% of the time "
+        f"with about {needed} seed pairs in all (this run has {pairs})."
     )
 
 
-def write_plot(path: Path, base: dict[str, float], runs: dict[str, list[dict[str, Any]]]) -> bool:
-    """Per-seed points and means of six metrics, and the training reward; False without
-    matplotlib."""
+def write_plot(path: Path, runs: Runs) -> bool:
+    """The endpoint against each arm's ESS/N, per base and pooled; False without matplotlib."""
     try:
         import matplotlib
 
@@ -175,29 +267,42 @@ def write_plot(path: Path, base: dict[str, float], runs: dict[str, list[dict[str
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    keys = ("reward", "kl", "on_topic", "distinct_2", "prompt_distinct_2", "self_bleu", "vendi")
-    labels = {key: label for key, label, _ in METRICS}
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6.5))
-    for ax, key in zip(axes.flat, keys, strict=False):
-        for x, arm in enumerate(ARMS):
-            values = [run["metrics"][key] for run in runs[arm]]
-            ax.scatter([x] * len(values), values, color=f"C{x}", alpha=0.6)
-            ax.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color=f"C{x}", lw=2)
-        ax.axhline(base[key], color="grey", ls="--", lw=1, label="base (SFT)")
-        ax.set_xticks(range(len(ARMS)), ARMS)
-        ax.set_xlim(-0.6, len(ARMS) - 0.4)
-        ax.set_title(labels[key], fontsize=10)
-    ax = axes.flat[-1]
-    for x, arm in enumerate(ARMS):
-        curves = [run["rewards"] for run in runs[arm]]
-        mean = [statistics.fmean(step) for step in zip(*curves, strict=True)]
-        window = max(1, len(mean) // 20)
-        smooth = [statistics.fmean(mean[max(0, i - window) : i + 1]) for i in range(len(mean))]
-        ax.plot(range(1, len(mean) + 1), smooth, color=f"C{x}", label=arm)
-    ax.set_title("training reward (mean over seeds)", fontsize=10)
-    ax.set_xlabel("step")
-    ax.legend()
-    axes.flat[0].legend(loc="best", fontsize=8)
+    key, label, _ = PRIMARY
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for number, base in enumerate(runs.bases):
+        points = [(runs.ess(a.name), *mean_se(runs.values(a.name, key, base))) for a in ARMS]
+        x, y, se = zip(*points, strict=True)
+        left.errorbar(
+            x,
+            y,
+            yerr=[0 if math.isnan(e) else e for e in se],
+            marker="o",
+            capsize=3,
+            color=f"C{number}",
+            label=f"base {base}",
+        )
+    left.set(xlabel="ESS/N of the weights (1 = uniform)", ylabel=label, title="per base")
+    left.invert_xaxis()
+    left.legend(fontsize=8)
+    for number, arm in enumerate(ARMS[1:], start=1):
+        mean, se = runs.pooled_difference(key, arm.name)
+        right.errorbar(
+            [runs.ess(arm.name)],
+            [mean],
+            yerr=[0 if math.isnan(se) else 2 * se],
+            marker="o",
+            capsize=3,
+            color=f"C{number}",
+            label=arm.name,
+        )
+    right.axhline(0, color="grey", lw=1, ls="--")
+    right.set(
+        xlabel="ESS/N of the weights",
+        ylabel=f"{key}: arm - uniform (± 2 SE)",
+        title="pooled over bases",
+    )
+    right.invert_xaxis()
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -208,19 +313,17 @@ def write_results(
     path: Path,
     *,
     command: str,
-    base: dict[str, float],
-    runs: dict[str, list[dict[str, Any]]],
+    runs: Runs,
     train: list[Example],
-    seeds: list[int],
     plot: Path | None,
     setup: dict[str, Any],
 ) -> None:
+    key, label, better = PRIMARY
+    n_pairs = len(runs.seeds)
     lines = [
-        "# Uniform vs density-aware prompt sampling in GRPO",
+        "# Does density-aware sampling reduce mode collapse in GRPO?",
         "",
-        "Generated by `examples/compare.py`. Every stage is seeded, so rerunning the command",
-        "on the same machine with the same number of CPU threads gives the same numbers;",
-        "other machines round differently and train a slightly different base model:",
+        "Generated by `examples/compare.py`; every stage is seeded:",
         "",
         "```bash",
         command,
@@ -230,111 +333,182 @@ def write_results(
         "",
         f"Machine: {setup['machine']}; wall time {setup['minutes']:.1f} minutes.",
         "",
-        "## Diversity and reward on held-out prompts",
+        "## Primary endpoint",
         "",
-        f"Mean ± standard deviation over {len(seeds)} seeds (seeds {seeds}); the last column",
-        "is density minus uniform, paired by seed, ± its standard error. A difference smaller",
-        "than about two standard errors is not distinguishable from seed noise.",
+        f"Fixed before the run (`compare.PRIMARY`): **{label}**, the share of completions to",
+        "the held-out prompts of the four smallest topics that use a common topic's vocabulary",
+        "and none of their own (lower is better). Compared: density (the library's default",
+        f"weights) minus uniform, paired by GRPO seed ({n_pairs} per base), per base and pooled",
+        "(the mean of the per-base estimates), ± standard error. Minimal detectable effect:",
+        "the true difference found beyond 2 SE 80% of the time with these standard errors.",
         "",
-        "<!-- --8<-- [start:table] -->",
+        "<!-- --8<-- [start:primary] -->",
         "",
-        "| metric | better | base (SFT) | uniform | density | density − uniform |",
+        "| base | base model | uniform | density | density − uniform | minimal detectable |",
         "|---|---|---|---|---|---|",
     ]
-    verdicts = []
-    for key, label, better in METRICS:
-        uniform = [run["metrics"][key] for run in runs["uniform"]]
-        density = [run["metrics"][key] for run in runs["density"]]
-        difference, error = paired(uniform, density)
-        spread = "" if math.isnan(error) else f" ± {error:.3f}"
+    estimates = []
+    for base in runs.bases:
+        mean, se = runs.difference(key, TREATMENT, base)
+        estimates.append((mean, se))
         lines.append(
-            f"| {label} | {better} | {base[key]:.3f} | {mean_sd(uniform)} | {mean_sd(density)} "
-            f"| {difference:+.3f}{spread} |"
+            f"| {base} | {runs.base[base][key]:.3f} "
+            f"| {fmt(*mean_se(runs.values(CONTROL, key, base)), '.3f')} "
+            f"| {fmt(*mean_se(runs.values(TREATMENT, key, base)), '.3f')} | {fmt(mean, se)} "
+            f"| {_DETECTABLE * se:.3f} |"
         )
-        if better != "-" and not math.isnan(error):
-            # within two standard errors, or 0.000 at the table's precision
-            if abs(difference) <= 2 * error or abs(difference) < 5e-4:
-                verdicts.append(f"{label}: no difference beyond seed noise")
-            else:
-                good = (difference > 0) == (better == "higher")
-                verdicts.append(
-                    f"{label}: density is {'better' if good else 'worse'} "
-                    f"({difference:+.3f} ± {error:.3f})"
-                )
-    if verdicts:
-        lines += ["", "Read off the table (|difference| > 2 standard errors counts):", ""]
-        lines += [f"- {verdict}" for verdict in verdicts]
-    lines += ["", "<!-- --8<-- [end:table] -->"]
+    mean, se = pooled(estimates)
+    lines += [
+        f"| pooled | {statistics.fmean(runs.base[b][key] for b in runs.bases):.3f} "
+        f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(TREATMENT, key):.3f} "
+        f"| **{fmt(mean, se)}** | {_DETECTABLE * se:.3f} |",
+        "",
+        f"**Result: {verdict(mean, se, better)}.** {power(mean, se, len(runs.bases) * n_pairs)} "
+        "Per base: "
+        + "; ".join(
+            f"base {b}: {verdict(m, s, better)}"
+            for b, (m, s) in zip(runs.bases, estimates, strict=True)
+        )
+        + ".",
+        "",
+        "<!-- --8<-- [end:primary] -->",
+        "",
+        "## The endpoint against the strength of the weights",
+        "",
+        "Each density arm's weights are computed from its base model's hidden states; ESS/N",
+        "is their effective sample size over distinct prompts (1 for uniform). Differences",
+        "are against uniform, pooled over bases.",
+        "",
+        "<!-- --8<-- [start:arms] -->",
+        "",
+        "| arm | weights | ESS/N | endpoint | arm − uniform | rare on topic | arm − uniform |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        settings = "-" if arm.sampler == "uniform" else f"beta {arm.beta}, ESS floor {arm.min_ess}"
+        cells = []
+        for metric in (key, "rare/on_topic"):
+            diff = "-" if arm.name == CONTROL else fmt(*runs.pooled_difference(metric, arm.name))
+            cells += [f"{runs.arm_mean(arm.name, metric):.3f}", diff]
+        lines.append(
+            f"| {arm.name} | {settings} | {runs.ess(arm.name):.2f} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", "<!-- --8<-- [end:arms] -->"]
+    if plot is not None:
+        lines += ["", f"![the endpoint against the weights' ESS/N]({plot.name})"]
+
     lines += [
         "",
-        "## Common and rare topics",
+        "## Sanity check: does uniform GRPO over-train the dense part?",
         "",
-        "The same measures on the held-out prompts of the four largest topics",
-        f"({', '.join(COMMON)}) and of the four smallest ({', '.join(RARE)}), which uniform",
-        "sampling trains on least.",
+        "The question can only be answered if uniform sampling visibly trains the common",
+        "topics at the rare ones' expense. Uniform GRPO minus its base model, pooled over",
+        "bases and seeds (mean of per-base means ± SE); the reward is the same rule on every",
+        "topic, so it rewards on the rare prompts exactly what the on-topic share measures.",
         "",
-        "<!-- --8<-- [start:tiers] -->",
+        "<!-- --8<-- [start:sanity] -->",
         "",
-        "| metric | topics | base (SFT) | uniform | density | density − uniform |",
-        "|---|---|---|---|---|---|",
+        "| measure | base model | uniform GRPO | uniform − base |",
+        "|---|---|---|---|",
     ]
-    for key, label in TIERED:
-        for tier in ("common", "rare"):
-            uniform = [run["metrics"][f"{tier}/{key}"] for run in runs["uniform"]]
-            density = [run["metrics"][f"{tier}/{key}"] for run in runs["density"]]
-            difference, error = paired(uniform, density)
-            spread = "" if math.isnan(error) else f" ± {error:.3f}"
-            lines.append(
-                f"| {label} | {tier} | {base[f'{tier}/{key}']:.3f} | {mean_sd(uniform)} "
-                f"| {mean_sd(density)} | {difference:+.3f}{spread} |"
-            )
-    lines += ["", "<!-- --8<-- [end:tiers] -->"]
-    if plot is not None:
-        lines += ["", f"![metrics per seed and training reward]({plot.name})"]
+    checks = {}
+    for metric, name in (
+        ("common/on_topic", "on topic, common topics"),
+        ("rare/on_topic", "on topic, rare topics"),
+        (key, label),
+    ):
+        gain = pooled([runs.gain_over_base(metric, CONTROL, b) for b in runs.bases])
+        checks[metric] = gain
+        lines.append(
+            f"| {name} | {statistics.fmean(runs.base[b][metric] for b in runs.bases):.3f} "
+            f"| {runs.arm_mean(CONTROL, metric):.3f} | {fmt(*gain)} |"
+        )
+    draws = Counter(
+        train[i].topic
+        for b in runs.bases
+        for s in runs.seeds
+        for i in runs.results[(CONTROL, b, s)]["draws"]
+    )
+    rare_share = sum(draws[t] for t in RARE) / sum(draws.values())
+
+    def moves(metric: str) -> str:
+        mean, se = checks[metric]
+        return f"{'raises' if mean > 2 * se else 'does not raise'} it ({fmt(mean, se)})"
+
+    rises = {metric: mean > 2 * se for metric, (mean, se) in checks.items()}
+    passed = rises[key] or (rises["common/on_topic"] and not rises["rare/on_topic"])
+    lines += [
+        "",
+        f"Check **{'passed' if passed else 'not passed'}** (it passes when uniform GRPO raises "
+        "the collapse, or the common topics' on-topic share but not the rare ones'). Uniform "
+        f"sampling gives the rare topics {rare_share:.1%} of the draws. On the common topics' "
+        f"on-topic share uniform GRPO {moves('common/on_topic')}; on the rare topics' it "
+        f"{moves('rare/on_topic')}; on the collapse onto the common topics it {moves(key)}.",
+        "",
+        "<!-- --8<-- [end:sanity] -->",
+        "",
+        "## Secondary metrics",
+        "",
+        "Mean over bases and seeds; the differences are density (default) minus uniform,",
+        "pooled over bases ± SE. About ten comparisons: one beyond 2 SE is expected by chance.",
+        "",
+        "<!-- --8<-- [start:secondary] -->",
+        "",
+        "| metric | better | base model | "
+        + " | ".join(a.name for a in ARMS)
+        + " | density − uniform |",
+        "|---|---|---|" + "---|" * len(ARMS) + "---|",
+    ]
+    for metric, name, direction in SECONDARY:
+        base_value = statistics.fmean(runs.base[b][metric] for b in runs.bases)
+        cells = " | ".join(f"{runs.arm_mean(a.name, metric):.3f}" for a in ARMS)
+        lines.append(
+            f"| {name} | {direction} | {base_value:.3f} | {cells} "
+            f"| {fmt(*runs.pooled_difference(metric, TREATMENT))} |"
+        )
+    lines += ["", "<!-- --8<-- [end:secondary] -->"]
 
     group_sizes = Counter(e.group for e in train)
     lines += [
         "",
         "## How often each prompt group was trained on",
         "",
-        "Prompts drawn per run (each drawn prompt gets a group of completions), mean ± sd",
-        "over seeds, and the share of all draws. `dup:` groups are near-duplicate rewrites of",
-        "one prompt. The density arm's weights come from the base model's hidden states.",
+        "Share of the prompts drawn, over all runs of an arm. `dup:` groups are near-duplicate",
+        "rewrites of one prompt.",
         "",
         "<!-- --8<-- [start:visits] -->",
         "",
-        "| group | prompts in the set | uniform: draws (share) | density: draws (share) |",
-        "|---|---|---|---|",
+        "| group | share of the set | " + " | ".join(a.name for a in ARMS) + " |",
+        "|---|---|" + "---|" * len(ARMS),
     ]
-    totals = {arm: len(runs[arm][0]["draws"]) for arm in ARMS}
+    shares = {}
+    for arm in ARMS:
+        counts = Counter(
+            train[i].group
+            for b in runs.bases
+            for s in runs.seeds
+            for i in runs.results[(arm.name, b, s)]["draws"]
+        )
+        shares[arm.name] = {g: c / sum(counts.values()) for g, c in counts.items()}
     for group, size in sorted(group_sizes.items(), key=lambda item: -item[1]):
-        cells = []
-        for arm in ARMS:
-            counts = [sum(train[i].group == group for i in run["draws"]) for run in runs[arm]]
-            cells.append(f"{mean_sd(counts, '.1f')} ({statistics.fmean(counts) / totals[arm]:.1%})")
-        lines.append(f"| {group} | {size} ({size / len(train):.1%}) | {cells[0]} | {cells[1]} |")
+        cells = " | ".join(f"{shares[a.name].get(group, 0.0):.1%}" for a in ARMS)
+        lines.append(f"| {group} | {size / len(train):.1%} | {cells} |")
     lines += [
         "",
         "<!-- --8<-- [end:visits] -->",
         "",
         "## Notes",
         "",
-        "- Every run starts from the same SFT policy and is scored by the same reward model;",
-        "  within a seed the two arms share the sampler seed and the sampling generator, so",
-        "  they differ only in the prompt weights.",
+        "- Within a base and a seed the arms share the sampler seed and the sampling",
+        "  generator, so they differ only in the prompt weights. The base seeds vary the SFT",
+        "  model's initialisation and batch order; the data is the same.",
         "- Held-out prompts ask about subjects no training prompt mentions, the same number",
-        "  per topic, so rare topics weigh as much as common ones in these metrics.",
-        "- The tables make about twenty comparisons: one or two beyond two standard errors",
-        "  are expected by chance alone. The seeds vary GRPO only; the base model and the",
-        "  reward model are one draw, and another draw can move the differences as much.",
-        "- The training-reward curves are measured on each arm's own prompts, which differ",
-        "  (the uniform arm sees the easy near-duplicates more often); compare the held-out",
-        "  rewards instead.",
+        "  per topic.",
         "- Vendi is computed on katdensity's HashingEmbedder (character n-grams) of the",
         "  completions; KL is the mean over completions of the summed log-ratio of the policy",
-        "  to the base on the sampled tokens.",
-        "- Tiny models, few steps: this is a reference pipeline, not evidence about large",
-        "  models. Scale it with `--preset medium --device cuda` and more seeds.",
+        "  to its base on the sampled tokens.",
+        "- Tiny byte-level models and a rule reward: this answers the question for this",
+        "  setup, not for large models. `--preset gpu` scales it up.",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -345,97 +519,135 @@ def main(argv: list[str] | None = None) -> Path:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--preset", choices=list(train_grpo.TRAINING), default="small",
-        help="size preset of every stage (default: small, about 11 minutes on 2 CPU cores)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
-    parser.add_argument("--max-steps", type=int, default=None, help="GRPO steps per run")
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="GRPO seeds, one run per arm"
+        "--preset",
+        choices=list(EXPERIMENTS),
+        default="cpu",
+        help="experiment size (default cpu: about 15 minutes on 2 cores)",
     )
-    parser.add_argument("--beta", type=float, default=1.0, help="density arm: density ** -beta")
-    parser.add_argument("--samples", type=int, default=4, help="completions per held-out prompt")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
+    parser.add_argument("--bases", type=int, nargs="+", help="SFT seeds, one base model each")
+    parser.add_argument("--seeds", type=int, nargs="+", help="GRPO seeds, one run per arm")
+    parser.add_argument("--max-steps", type=int, help="GRPO steps per run")
+    parser.add_argument("--samples", type=int, help="completions per held-out prompt")
     parser.add_argument(
-        "--jobs", type=int, default=2,
-        help="GRPO runs in parallel processes, each with its share of the torch threads",
-    )  # fmt: skip
+        "--jobs",
+        type=int,
+        default=2,
+        help="runs in parallel processes, each with its share of the threads",
+    )
     parser.add_argument("--out-dir", default="runs/compare", help="checkpoints and logs")
     parser.add_argument(
         "--results", default="examples/RESULTS.md", help="the report; the plot goes beside it"
     )
     args = parser.parse_args(argv)
+    experiment = EXPERIMENTS[args.preset]
+    bases = args.bases or experiment["bases"]
+    seeds = args.seeds or experiment["seeds"]
+    samples = args.samples or experiment["samples"]
     start, load_before = time.time(), os.getloadavg()[0]
     out = Path(args.out_dir)
-    common = ["--preset", args.preset, "--device", args.device]
-
-    sft = train_sft.main([*common, "--out-dir", str(out / "sft")])
-    rm = train_rm.main([*common, "--sft", str(sft), "--out-dir", str(out / "rm")])
-
-    grpo_defaults = train_grpo.parse_args(["--sft", str(sft), "--rm", str(rm), *common])
-    max_steps = args.max_steps or grpo_defaults.max_steps
-    train, heldout = load_data(None, topic_size=grpo_defaults.topic_size, seed=0)
-    evaluation = dict(samples=args.samples, max_new_tokens=grpo_defaults.max_new_tokens, seed=1234)
-    eval_args = dict(device=args.device, sft=sft, rm=rm, heldout=heldout, evaluation=evaluation)
-    jobs = []
-    for seed in args.seeds:
-        for arm in ARMS:
-            run_dir = out / f"{arm}-seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            argv_grpo = [
-                *common, "--sft", str(sft), "--rm", str(rm), "--sampler", arm,
-                "--seed", str(seed), "--max-steps", str(max_steps), "--beta", str(args.beta),
-                "--out-dir", str(run_dir),
-            ]  # fmt: skip
-            jobs.append((arm, argv_grpo, str(run_dir / "log.txt")))
+    common = ["--preset", experiment["stages"], "--device", args.device]
     threads = max(1, torch.get_num_threads() // args.jobs)
-    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [
-            (arm, log, pool.submit(run_arm, argv_grpo, log, threads, eval_args))
-            for arm, argv_grpo, log in jobs
-        ]
-        for arm, log, future in futures:
-            runs[arm].append(future.result())
-            print(f"GRPO {arm}: done, log in {log}")
+    context = get_context("spawn")
+    out.mkdir(parents=True, exist_ok=True)
+
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        sft_futures = {
+            b: pool.submit(
+                _train_base,
+                [*common, "--seed", str(b), "--out-dir", str(out / f"sft{b}")],
+                str(out / f"sft{b}.log"),
+                threads,
+            )
+            for b in bases
+        }
+        sft = {b: future.result() for b, future in sft_futures.items()}
+    grpo_defaults = train_grpo.parse_args(["--sft", str(sft[bases[0]]), *common])
+    max_steps = args.max_steps or experiment["max_steps"] or grpo_defaults.max_steps
+    train, heldout = load_data(None, topic_size=grpo_defaults.topic_size, seed=0)
+    evaluation = dict(samples=samples, max_new_tokens=grpo_defaults.max_new_tokens, seed=1234)
+    jobs = []
+    for base in bases:
+        eval_args = dict(device=args.device, sft=sft[base], heldout=heldout, evaluation=evaluation)
+        for seed in seeds:
+            for arm in ARMS:
+                run_dir = out / f"base{base}" / f"{arm.name}-seed{seed}"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                argv_grpo = [
+                    *common,
+                    "--sft",
+                    str(sft[base]),
+                    *arm.flags(),
+                    *experiment["grpo"],
+                    "--seed",
+                    str(seed),
+                    "--max-steps",
+                    str(max_steps),
+                    "--out-dir",
+                    str(run_dir),
+                ]
+                jobs.append(
+                    ((arm.name, base, seed), argv_grpo, str(run_dir / "log.txt"), eval_args)
+                )
+    results: dict[tuple[str, int, int], dict[str, Any]] = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = [(key, log, pool.submit(run_arm, a, log, threads, e)) for key, a, log, e in jobs]
+        for key, log, future in futures:
+            results[key] = future.result()
+            print(f"GRPO {key[0]} base {key[1]} seed {key[2]}: done, log in {log}")
 
     device = pick_device(args.device)
-    reference = load_model(load_checkpoint(sft), device)
-    reward_model = load_reward_model(load_checkpoint(rm), device)
-    base = evaluate(reference, reference, reward_model, heldout, **evaluation)
+    base_metrics = {}
+    for base in bases:
+        reference = load_model(load_checkpoint(sft[base]), device)
+        base_metrics[base] = evaluate(reference, reference, heldout, **evaluation)
+    runs = Runs(results, bases, seeds, base_metrics)
 
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    plot = results.with_name(results.stem.lower() + ".png")
-    has_plot = write_plot(plot, base, runs)
-    command = "python -m examples.compare" + (" " + " ".join(argv) if argv else "")
-    if argv is None:
-        command = "python -m examples.compare " + " ".join(sys.argv[1:])
+    path = Path(args.results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot = path.with_name(path.stem.lower() + ".png")
+    has_plot = write_plot(plot, runs)
+    command = "python -m examples.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     setup = {
         "summary": (
-            f"preset `{args.preset}`, {len(train)} training prompts in "
-            f"{len(set(e.group for e in train))} groups, {len(heldout)} held-out prompts × "
-            f"{args.samples} samples, {max_steps} GRPO steps per run, density weights "
-            f"density^-{args.beta}."
+            f"preset `{args.preset}` (stage preset `{experiment['stages']}`), "
+            f"{len(train)} training prompts in {len(set(e.group for e in train))} groups, "
+            f"{len(heldout)} held-out prompts × {samples} samples, {len(bases)} base models × "
+            f"{len(seeds)} GRPO seeds × {len(ARMS)} arms, {max_steps} GRPO steps per run "
+            f"{' '.join(experiment['grpo'])}, reward `topic_reward`."
         ),
         "machine": (
-            f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"{platform.machine()} ({_cpu_model()}), {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, device {device}, {args.jobs} parallel run(s), "
-            f"load average {load_before:.1f} when it started (other work on the machine)"
+            f"load average {load_before:.1f} when it started"
         ),
         "minutes": (time.time() - start) / 60,
     }
     write_results(
-        results,
+        path,
         command=command.strip(),
-        base=base,
         runs=runs,
         train=train,
-        seeds=args.seeds,
         plot=plot if has_plot else None,
         setup=setup,
     )
-    print(f"wrote {results}" + (f" and {plot}" if has_plot else " (no matplotlib: no plot)"))
-    return results
+    print(f"wrote {path}" + (f" and {plot}" if has_plot else " (no matplotlib: no plot)"))
+    return path
+
+
+def _train_base(argv: list[str], log: str, threads: int) -> Path:
+    """One SFT base model, in a worker process; its output goes to `log`."""
+    torch.set_num_threads(threads)
+    with open(log, "w") as f, contextlib.redirect_stdout(f):
+        return train_sft.main(argv)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -218,6 +218,15 @@ def on_topic(response: str, topic: str) -> bool:
     return bool(words & set(TOPICS[topic].nouns + TOPICS[topic].verbs))
 
 
+def topic_reward(response: str, topic: str) -> float:
+    """A verifiable reward: 1 for an on-topic response, minus the share of repeated words
+    (an empty response gets -1). It measures what `on_topic` measures on every topic alike,
+    rare or common, which a learned reward model only approximates."""
+    words = re.findall(r"[a-z]+", response.lower())
+    repeated = 1 - len(set(words)) / len(words) if words else 1.0
+    return float(on_topic(response, topic)) - repeated
+
+
 def write_jsonl(examples: list[Example], path: str | Path) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
         for i, example in enumerate(examples):

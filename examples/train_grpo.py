@@ -7,15 +7,18 @@ One step:
    row; `--sampler density` draws them with probability falling with their density in
    the base model's view of prompt space, `--sampler uniform` with equal probability.
 2. The policy samples one completion per row: a group of G completions per prompt.
-3. The reward model scores each (prompt, completion); advantages are normalised within
-   each group, A = (r - mean) / (std + eps).
+3. Each (prompt, completion) is scored: by default with the verifiable topic reward
+   (`examples.data.topic_reward`: 1 for an on-topic line minus the share of repeated
+   words), with `--reward model --rm rm.pt` by the learned reward model. Advantages are
+   normalised within each group, A = (r - mean) / (std + eps).
 4. The loss (examples/grpo.py) is the clipped surrogate minus beta times the k3 KL to the
    frozen SFT model, averaged over each completion's tokens and then over completions.
    With `--updates-per-batch mu > 1` the batch is reused mu times and the clipping acts.
 
 The density comes from the SFT model itself: its mean-pooled final hidden states
 (`--embedder hidden`, katdensity's HiddenStateEmbedder) or pooled logits (`logits`,
-LogitEmbedder), centred, exact kNN (`--k`), weights `density ** -beta` (`--beta`).
+LogitEmbedder), centred, exact kNN (`--k`), weights `density ** -beta` (`--beta`), with
+`beta` tempered to keep the weights' distinct ESS/N at `--min-ess` (default 0.65) or more.
 `--refresh-every N` re-embeds the prompts with the current policy every N steps and hands
 the new weights to `sampler.update_weights`; a refresh ends the sampler's epoch, so they
 apply from the next step.
@@ -27,7 +30,7 @@ weights as an uninterrupted run.
 
 Run (a minute or two on two CPU cores at the default size), after train_sft and train_rm:
 
-    python -m examples.train_grpo --sft runs/sft/sft.pt --rm runs/rm/rm.pt --sampler density
+    python -m examples.train_grpo --sft runs/sft/sft.pt --sampler density
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +53,20 @@ from examples.common import (
     pick_device,
     save_checkpoint,
 )
-from examples.data import load_data
+from examples.data import Example, load_data, topic_reward
 from examples.gpt import GPT, load_model, save_model
 from examples.grpo import group_advantages, grpo_loss, token_logprobs
 from examples.tokenizer import ByteTokenizer
-from examples.train_rm import RewardModel, load_reward_model
+from examples.train_rm import load_reward_model
 from katdensity import (
     ExactKNNDensity,
     HiddenStateEmbedder,
     InverseDensitySampler,
     InverseDensityWeighting,
     LogitEmbedder,
+    effective_sample_size,
 )
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO
 
 TRAINING = {
     "tiny": dict(max_steps=4, prompts_per_step=2, group_size=4, max_new_tokens=24, lr=1e-4,
@@ -86,17 +92,45 @@ def density_weights(
     embeddings = embedder.embed(prompts)
     # center=True: pooled states of a causal LM share one dominant direction (docs/embedders.md)
     result = ExactKNNDensity(k=args.k, center=True).estimate(embeddings)
-    return InverseDensityWeighting(beta=args.beta)(result)
+    return InverseDensityWeighting(beta=args.beta, min_ess_ratio=args.min_ess)(result)
 
 
 # --8<-- [end:density]
 
 
+Reward = Callable[[list[int], list[list[int]]], torch.Tensor]
+
+
+def reward_function(args: argparse.Namespace, train: list[Example], device: torch.device) -> Reward:
+    """Scores `(B,)` of completions (token ids) to the prompts at dataset rows `indices`: the
+    verifiable topic reward (`--reward rule`) or the learned reward model (`model`)."""
+    tokenizer = ByteTokenizer()
+    if args.reward == "rule":
+
+        def rule(indices: list[int], completions: list[list[int]]) -> torch.Tensor:
+            texts = [tokenizer.decode(c) for c in completions]
+            scores = [topic_reward(t, train[i].topic) for t, i in zip(texts, indices, strict=True)]
+            return torch.tensor(scores, device=device)
+
+        return rule
+    reward_model = load_reward_model(load_checkpoint(args.rm), device).eval()
+    reward_model.requires_grad_(False)
+    budget = reward_model.backbone.config.block_size - args.max_new_tokens
+    prompt_ids = [tokenizer.encode_prompt(e.prompt, max_tokens=budget) for e in train]
+
+    def learned(indices: list[int], completions: list[list[int]]) -> torch.Tensor:
+        prompts = [prompt_ids[i] for i in indices]
+        return reward_model.score(prompts, completions, tokenizer.pad_token_id)
+
+    return learned
+
+
 def grpo_step(
     policy: GPT,
     reference: GPT,
-    reward_model: RewardModel,
+    reward: Reward,
     optimizer: torch.optim.Optimizer,
+    indices: list[int],
     prompts: list[list[int]],
     args: argparse.Namespace,
     generator: torch.Generator,
@@ -115,7 +149,7 @@ def grpo_step(
         top_k=args.top_k,
         generator=generator,
     )
-    rewards = reward_model.score(prompts, completions, pad)  # (B,), no gradient needed
+    rewards = reward(indices, completions)  # (B,), no gradient needed
     advantages = group_advantages(rewards, args.group_size)
     idx, response_mask = pad_batch(prompts, completions, pad)
     idx, response_mask = idx.to(device), response_mask.to(device)
@@ -158,7 +192,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sft", required=True, help="SFT checkpoint: the policy's start and pi_ref"
     )
-    parser.add_argument("--rm", required=True, help="reward model checkpoint")
+    parser.add_argument(
+        "--reward", choices=("rule", "model"), default="rule",
+        help="the verifiable topic reward (default) or the learned reward model (--rm)",
+    )  # fmt: skip
+    parser.add_argument("--rm", default=None, help="reward model checkpoint (--reward model)")
     parser.add_argument("--out-dir", default="runs/grpo", help="where ckpt.pt is written")
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
     parser.add_argument("--data", default=None, help="prompt JSONL (default: bundled data)")
@@ -174,6 +212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--k", type=int, default=10, help="neighbours of the kNN density")
     parser.add_argument("--beta", type=float, default=1.0, help="weights = density ** -beta")
+    parser.add_argument(
+        "--min-ess", type=float, default=DEFAULT_MIN_ESS_RATIO,
+        help="lowest distinct ESS/N of the weights; beta is tempered to keep it (default 0.65)",
+    )  # fmt: skip
     parser.add_argument(
         "--refresh-every", type=int, default=0,
         help="re-embed with the current policy every N steps (0: never; density sampler only)",
@@ -196,6 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     apply_preset(args, TRAINING)
     if args.refresh_every and args.sampler != "density":
         parser.error("--refresh-every needs --sampler density")
+    if args.reward == "model" and args.rm is None:
+        parser.error("--reward model needs --rm")
     return args
 
 
@@ -211,8 +255,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     reference = load_model(sft, device).eval().requires_grad_(False)
     policy = load_model(sft, device)
-    reward_model = load_reward_model(load_checkpoint(args.rm), device).eval()
-    reward_model.requires_grad_(False)
+    reward = reward_function(args, train, device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -225,11 +268,15 @@ def main(argv: list[str] | None = None) -> Path:
     loader = DataLoader(
         range(len(prompts)), batch_size=args.prompts_per_step * args.group_size, sampler=sampler
     )
+    # ESS over distinct prompts / their number: 1 for uniform weights over distinct prompts.
+    distinct = {text: number for number, text in enumerate(dict.fromkeys(prompts))}
+    groups = torch.tensor([distinct[p] for p in prompts])
+    weights_ess = effective_sample_size(sampler.weights, groups) / len(distinct)
     share: Counter[str] = Counter()
     for example, w in zip(train, sampler.weights.tolist(), strict=True):
         share[example.group] += w
     print(
-        f"{args.sampler} sampler, probability per prompt group: "
+        f"{args.sampler} sampler, distinct ESS/N {weights_ess:.3f}, probability per prompt group: "
         + ", ".join(f"{g} {s:.3f}" for g, s in sorted(share.items()))
     )
 
@@ -256,6 +303,7 @@ def main(argv: list[str] | None = None) -> Path:
                 "epoch": epoch,
                 "draws": draws,
                 "history": history,
+                "weights_ess": weights_ess,
                 "args": vars(args),
             },
             path,
@@ -273,7 +321,7 @@ def main(argv: list[str] | None = None) -> Path:
             indices = batch.tolist()  # P prompts, each G times in a row
             group_prompts = [prompt_ids[i] for i in indices]
             stats = grpo_step(
-                policy, reference, reward_model, optimizer, group_prompts, args, generator
+                policy, reference, reward, optimizer, indices, group_prompts, args, generator
             )
             step += 1
             draws.extend(indices[:: args.group_size])

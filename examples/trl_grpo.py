@@ -22,12 +22,12 @@ truth (on topic, not repetitive). Replace both with your own. See docs/trl.md.
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 import torch
 
-from examples.data import load_data, on_topic
+from examples.data import load_data
+from examples.data import topic_reward as reward
 from katdensity import ExactKNNDensity, InverseDensityWeighting
 from katdensity.integrations.trl import DensityGRPOTrainer, DensityRefreshCallback
 
@@ -66,13 +66,8 @@ def tiny_model(tokenizer: Any, seed: int) -> Any:
 
 
 def topic_reward(completions: list[str], topic: list[str], **kwargs: Any) -> list[float]:
-    """1 for an on-topic completion, minus the share of repeated words."""
-    rewards = []
-    for text, name in zip(completions, topic, strict=True):
-        words = re.findall(r"[a-z]+", text.lower())
-        repeated = 1 - len(set(words)) / len(words) if words else 1.0
-        rewards.append(float(on_topic(text, name)) - repeated)
-    return rewards
+    """TRL's reward-function form of `examples.data.topic_reward`."""
+    return [reward(text, name) for text, name in zip(completions, topic, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> DensityGRPOTrainer:

@@ -4,7 +4,16 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from examples.data import TOPICS, load_examples, make_dataset, on_topic, write_jsonl
+import pytest
+
+from examples.data import (
+    TOPICS,
+    load_examples,
+    make_dataset,
+    on_topic,
+    topic_reward,
+    write_jsonl,
+)
 
 
 def test_topics_are_zipf_sized_with_near_duplicate_groups_and_unseen_heldout_subjects() -> None:
@@ -45,3 +54,12 @@ def test_loaders_read_the_bundled_and_hh_formats(tmp_path: Path) -> None:
     (tmp_path / "hh.jsonl").write_text(json.dumps(hh) + "\n")
     (example,) = load_examples(tmp_path / "hh.jsonl")
     assert (example.prompt, example.chosen, example.rejected) == ("Name a cat.", "Tom.", "A dog.")
+
+
+def test_topic_reward_is_on_topic_minus_repetition() -> None:
+    noun = TOPICS["cats"].nouns[0]
+    assert topic_reward(f"the soft {noun} sleeps.", "cats") == 1.0
+    # 4 words, 2 distinct: half of them repeat.
+    assert topic_reward(f"{noun} {noun} {noun} naps", "cats") == pytest.approx(1.0 - 0.5)
+    assert topic_reward("a quiet evening.", "cats") == 0.0
+    assert topic_reward("", "cats") == -1.0

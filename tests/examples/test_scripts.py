@@ -87,14 +87,44 @@ def test_refresh_needs_the_density_sampler(tiny_base: tuple[Path, Path], tmp_pat
         grpo(tiny_base, tmp_path, "--sampler", "uniform", "--refresh-every", "2")
 
 
-def test_compare_writes_the_results_table_and_visit_counts(tmp_path: Path) -> None:
+def test_grpo_with_the_learned_reward_model(tiny_base: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint = grpo(tiny_base, tmp_path, "--reward", "model", "--max-steps", "1")
+    assert checkpoint["args"]["reward"] == "model" and len(checkpoint["history"]) == 1
+    with pytest.raises(SystemExit):  # --reward model without --rm
+        train_grpo.parse_args(["--sft", "x.pt", "--reward", "model"])
+
+
+def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> None:
     results = compare.main([
-        "--preset", "tiny", "--device", "cpu", "--max-steps", "2", "--seeds", "0", "1",
-        "--samples", "2", "--out-dir", str(tmp_path / "runs"),
-        "--results", str(tmp_path / "RESULTS.md"),
+        "--preset", "smoke", "--device", "cpu", "--seeds", "0", "1",
+        "--out-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "RESULTS.md"),
     ])  # fmt: skip
     text = results.read_text()
-    for needle in ("distinct-2", "self-BLEU", "Vendi", "token Gini", "KL to base", "reward",
-                   "dup:cats", "| rare |", "python -m examples.compare --preset tiny"):  # fmt: skip
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[:3] == [
+        "## Primary endpoint",
+        "## The endpoint against the strength of the weights",
+        "## Sanity check: does uniform GRPO over-train the dense part?",
+    ]
+    assert compare.PRIMARY[1] in text and "| pooled |" in text and "minimal detectable" in text
+    for arm in compare.ARMS:
+        assert f"| {arm.name} |" in text
+    for needle in ("distinct-2", "self-BLEU", "Vendi", "KL to base", "dup:cats",
+                   "python -m examples.compare --preset smoke"):  # fmt: skip
         assert needle in text
     assert "± " in text  # two seeds: a spread
+
+
+def test_collapse_means_answering_with_a_common_topic() -> None:
+    rare, common = compare.RARE[0], compare.COMMON[0]
+    own = data.TOPICS[rare].nouns[0]
+    other = data.TOPICS[common].nouns[0]
+    assert compare.collapsed(f"the {other} sleeps.", rare)
+    assert not compare.collapsed(f"the {own} and the {other}.", rare)  # on its own topic
+    assert not compare.collapsed("nothing here at all.", rare)  # off topic, but not collapsed
+
+
+def test_pooled_standard_errors() -> None:
+    assert compare.mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
+    # Two bases: the mean of the estimates, SE sqrt(0.3^2 + 0.4^2) / 2 = 0.25.
+    assert compare.pooled([(1.0, 0.3), (2.0, 0.4)]) == pytest.approx((1.5, 0.25))
