@@ -30,6 +30,7 @@ from _report import machine, markdown_table, print_table, write_section
 
 METHODS = (
     "katdensity",
+    "katdensity-fp32",
     "katdensity-memmap",
     "katdensity-bf16",
     "faiss",
@@ -72,12 +73,13 @@ def run_method(method: str, data: Path, k: int, out: Path) -> dict[str, float]:
         from katdensity import exact_knn
 
         indices = exact_knn(points, k).indices.numpy()
-    elif method in ("katdensity", "katdensity-bf16"):
+    elif method in ("katdensity", "katdensity-fp32", "katdensity-bf16"):
         import torch
 
         from katdensity import exact_knn
 
-        precision = "bfloat16" if method.endswith("bf16") else "float32"
+        # "katdensity" is the default, precision="auto": what this machine's calibration picks.
+        precision = {"katdensity": "auto", "katdensity-fp32": "float32"}.get(method, "bfloat16")
         indices = exact_knn(torch.from_numpy(points), k, precision=precision).indices.numpy()
     elif method == "faiss":
         import faiss

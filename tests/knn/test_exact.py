@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -67,7 +69,8 @@ def test_bfloat16_candidates_rescored_exactly(generator: torch.Generator) -> Non
     points = torch.randn(2000, 32, generator=generator)
     found = exact_knn(points, 10, precision="bfloat16", memory_budget_bytes=100_000)
     distances, indices = _sklearn_knn(points, 10, "cosine")
-    assert _recall(found.indices, indices) >= 0.99
+    # 2k extra candidates re-scored in fp32: recall 1.0 on seeds 0-4 of this set.
+    assert _recall(found.indices, indices) >= 0.999
     # Distances are fp32 re-scored, not bf16-rounded.
     same = torch.from_numpy(indices) == found.indices
     np.testing.assert_allclose(found.distances[same].numpy(), distances[same.numpy()], atol=2e-6)
@@ -94,3 +97,38 @@ def test_cuda_matches_cpu(generator: torch.Generator) -> None:
     cpu = exact_knn(points, 10, precision="float32")
     gpu = exact_knn(points.cuda(), 10, precision="float32")
     assert _recall(gpu.indices.cpu(), cpu.indices.numpy()) >= 0.999
+
+
+def test_auto_precision_follows_the_measured_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU "auto" means bf16 only where a bf16 product is measured at least 1.5x as
+    fast as fp32, and never calibrates a small search."""
+    from katdensity.knn import _precision
+
+    cpu = torch.device("cpu")
+    measured: list[int] = []
+
+    def speedup(value: float) -> Callable[[int, int], float]:
+        def fake(dim: int, threads: int) -> float:
+            measured.append(dim)
+            return value
+
+        return fake
+
+    monkeypatch.setattr(_precision, "bf16_speedup", speedup(2.0))
+    assert _precision.auto_precision(cpu, 50_000, 384) == "bfloat16"
+    assert measured == [384]
+    assert _precision.auto_precision(cpu, 50_000, 100) == "bfloat16" and measured[-1] == 128
+    monkeypatch.setattr(_precision, "bf16_speedup", speedup(1.2))
+    assert _precision.auto_precision(cpu, 50_000, 384) == "float32"
+    measured.clear()
+    assert _precision.auto_precision(cpu, 1_000, 384) == "float32" and measured == []
+    assert _precision.auto_precision(torch.device("cuda"), 10, 8) == "bfloat16"
+
+
+def test_bf16_speedup_is_measured_once_per_width() -> None:
+    from katdensity.knn._precision import bf16_speedup
+
+    bf16_speedup.cache_clear()
+    first = bf16_speedup(64, torch.get_num_threads())
+    assert first > 0 and bf16_speedup(64, torch.get_num_threads()) == first
+    assert bf16_speedup.cache_info().hits == 1

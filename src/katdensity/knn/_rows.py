@@ -46,7 +46,9 @@ class TensorRows(RowSource):
         return self.points[start:stop]
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        return self.points[index]
+        # index_select on the flat index is ~3x faster than advanced indexing on CPU.
+        flat = self.points.index_select(0, index.reshape(-1))
+        return flat.view(*index.shape, self.dim)
 
 
 class MappedRows(RowSource):

@@ -279,7 +279,8 @@ def rescore_rows(
         if metric == "euclidean":
             distances[start:stop] = (neighbor - query).norm(dim=2)
         else:
-            distances[start:stop] = 1.0 - (neighbor * query).sum(dim=2)
+            products = torch.bmm(neighbor, query.transpose(1, 2)).squeeze(2)
+            distances[start:stop] = 1.0 - products
     return _sorted_neighbors(distances, candidates, k, metric)
 
 
