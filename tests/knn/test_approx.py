@@ -98,3 +98,13 @@ def test_auto_picks_by_work_and_logs(
     expected = ExactKNNDensity(k=10).estimate(points)
     torch.testing.assert_close(result.log_density, expected.log_density)
     assert isinstance(AutoKNNDensity(), DensityEstimator)
+
+
+def test_default_width_grows_with_the_set() -> None:
+    from katdensity.knn.approx import default_width
+
+    assert default_width(50_000, 10) == default_width(100_000, 10) == 31
+    assert default_width(1_000_000, 10) == 46  # 31 + 15 per tenfold growth beyond 100,000
+    assert default_width(200_000, 10) == 31 + 5  # ceil(15 * log10(2))
+    assert default_width(20, 10) == 20  # never wider than the set
+    assert default_width(50_000, 20) == 61
