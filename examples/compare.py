@@ -232,6 +232,12 @@ class Runs:
     def arm_mean(self, arm: str, key: str) -> float:
         return statistics.fmean(v for b in self.bases for v in self.values(arm, key, b))
 
+    def draws(self, arm: str) -> list[int]:
+        """The dataset rows `arm` trained on, over all bases and seeds."""
+        return [
+            i for b in self.bases for s in self.seeds for i in self.results[(arm, b, s)]["draws"]
+        ]
+
     def ess(self, arm: str) -> float:
         return statistics.fmean(
             self.results[(arm, b, s)]["ess"] for b in self.bases for s in self.seeds
@@ -423,12 +429,7 @@ def write_results(
             f"| {name} | {statistics.fmean(runs.base[b][metric] for b in runs.bases):.3f} "
             f"| {runs.arm_mean(CONTROL, metric):.3f} | {fmt(*gain)} |"
         )
-    draws = Counter(
-        train[i].topic
-        for b in runs.bases
-        for s in runs.seeds
-        for i in runs.results[(CONTROL, b, s)]["draws"]
-    )
+    draws = Counter(train[i].topic for i in runs.draws(CONTROL))
     rare_share = sum(draws[t] for t in RARE) / sum(draws.values())
 
     def moves(metric: str) -> str:
@@ -483,12 +484,7 @@ def write_results(
     ]
     shares = {}
     for arm in ARMS:
-        counts = Counter(
-            train[i].group
-            for b in runs.bases
-            for s in runs.seeds
-            for i in runs.results[(arm.name, b, s)]["draws"]
-        )
+        counts = Counter(train[i].group for i in runs.draws(arm.name))
         shares[arm.name] = {g: c / sum(counts.values()) for g, c in counts.items()}
     for group, size in sorted(group_sizes.items(), key=lambda item: -item[1]):
         cells = " | ".join(f"{shares[a.name].get(group, 0.0):.1%}" for a in ARMS)

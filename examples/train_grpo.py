@@ -98,16 +98,18 @@ def density_weights(
 # --8<-- [end:density]
 
 
-Reward = Callable[[list[int], list[list[int]]], torch.Tensor]
+# (dataset rows, prompt token ids, completion token ids) -> rewards (B,)
+Reward = Callable[[list[int], list[list[int]], list[list[int]]], torch.Tensor]
 
 
 def reward_function(args: argparse.Namespace, train: list[Example], device: torch.device) -> Reward:
-    """Scores `(B,)` of completions (token ids) to the prompts at dataset rows `indices`: the
-    verifiable topic reward (`--reward rule`) or the learned reward model (`model`)."""
+    """The verifiable topic reward (`--reward rule`) or the learned reward model (`model`)."""
     tokenizer = ByteTokenizer()
     if args.reward == "rule":
 
-        def rule(indices: list[int], completions: list[list[int]]) -> torch.Tensor:
+        def rule(
+            indices: list[int], prompts: list[list[int]], completions: list[list[int]]
+        ) -> torch.Tensor:
             texts = [tokenizer.decode(c) for c in completions]
             scores = [topic_reward(t, train[i].topic) for t, i in zip(texts, indices, strict=True)]
             return torch.tensor(scores, device=device)
@@ -115,11 +117,10 @@ def reward_function(args: argparse.Namespace, train: list[Example], device: torc
         return rule
     reward_model = load_reward_model(load_checkpoint(args.rm), device).eval()
     reward_model.requires_grad_(False)
-    budget = reward_model.backbone.config.block_size - args.max_new_tokens
-    prompt_ids = [tokenizer.encode_prompt(e.prompt, max_tokens=budget) for e in train]
 
-    def learned(indices: list[int], completions: list[list[int]]) -> torch.Tensor:
-        prompts = [prompt_ids[i] for i in indices]
+    def learned(
+        indices: list[int], prompts: list[list[int]], completions: list[list[int]]
+    ) -> torch.Tensor:
         return reward_model.score(prompts, completions, tokenizer.pad_token_id)
 
     return learned
@@ -149,7 +150,7 @@ def grpo_step(
         top_k=args.top_k,
         generator=generator,
     )
-    rewards = reward(indices, completions)  # (B,), no gradient needed
+    rewards = reward(indices, prompts, completions)  # (B,), no gradient needed
     advantages = group_advantages(rewards, args.group_size)
     idx, response_mask = pad_batch(prompts, completions, pad)
     idx, response_mask = idx.to(device), response_mask.to(device)

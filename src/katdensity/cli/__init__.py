@@ -17,6 +17,16 @@ from katdensity.errors import KatDensityError
 __all__ = ["main"]
 
 
+def _add_smoothing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoothing",
+        type=int,
+        help="times the log-density is averaged over each prompt's 5 nearest neighbours "
+        "(default 1; 0 for the plain k-NN estimate, more to suppress near-duplicate families "
+        "further)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="katdensity",
@@ -114,13 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write a copy of --data (parquet or saved dataset) with a katdensity_weight column",
     )
     weights.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    weights.add_argument(
-        "--smoothing",
-        type=int,
-        help="times the log-density is averaged over each prompt's 5 nearest neighbours "
-        "(default 1; 0 for the plain k-NN estimate, more to suppress near-duplicate families "
-        "further)",
-    )
+    _add_smoothing(weights)
     weights.add_argument("--beta", type=float, default=1.0, help="strength (default 1.0)")
     weights.add_argument(
         "--estimator", default="auto", help="exact, approx or auto (default; picks by size)"
@@ -201,13 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("--label", help="record field or column that colours the points (e.g. src)")
     viz.add_argument("--projection", default="pca", help="pca (default) or umap")
     viz.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
-    viz.add_argument(
-        "--smoothing",
-        type=int,
-        help="times the log-density is averaged over each prompt's 5 nearest neighbours "
-        "(default 1; 0 for the plain k-NN estimate, more to suppress near-duplicate families "
-        "further)",
-    )
+    _add_smoothing(viz)
     viz.add_argument("--estimator", default="auto", help="exact, approx or auto (default)")
     viz.add_argument(
         "--max-points", type=int, default=20_000, help="points drawn at most (default 20000)"

@@ -28,8 +28,9 @@ class ApproxKNNDensity(KNNDensityEstimator):
     Args:
         k: neighbours per point.
         metric: `"cosine"` (default), `"euclidean"` or `"ip"`.
-        n_neighbors: NN-descent graph width, default `max(3k + 1, 30)` (over-built, then
-            truncated to the nearest `k`: better recall than building with `k + 1`).
+        n_neighbors: NN-descent graph width; the default, `max(3k + 1, 30)` up to 100,000
+            points and 15 more per tenfold growth beyond, is over-built and then truncated to
+            the nearest `k` (see [`approx_knn`][katdensity.approx_knn]).
         seed: random state; the same seed gives the same graph.
         n_jobs: pynndescent threads (`-1` all cores).
         intrinsic_dim: exponent of the volume law; `None` estimates it.

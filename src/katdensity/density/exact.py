@@ -33,7 +33,8 @@ class ExactKNNDensity(KNNDensityEstimator):
         smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
             for the plain k-NN estimate).
         precision: `"float32"`, `"bfloat16"` (bf16 candidates re-scored in fp32), or `"auto"`
-            (bf16 on CUDA, fp32 on CPU).
+            (bf16 on CUDA; on CPU bf16 only where it is measured faster, see
+            [`exact_knn`][katdensity.exact_knn]).
         memory_budget_bytes: bytes for one score tile and its scratch space.
         progress: progress bar; `None` shows it on a terminal for long searches.
         distributed: share the search among the `torch.distributed` processes (every

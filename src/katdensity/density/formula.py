@@ -32,6 +32,7 @@ import math
 
 import torch
 
+from katdensity._validate import check_int
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
 
@@ -152,8 +153,7 @@ def smooth_over_neighbors(
         `(M,)` float64: `v <- (v_i + sum of v_j over i's nearest neighbours) / (width + 1)`,
             applied `steps` times.
     """
-    if steps < 0:
-        raise InvalidInputError(f"smoothing should be 0 or more steps, but got {steps}")
+    check_int("smoothing", steps, low=0)
     index = neighbors.indices.to("cpu")[:, : min(width, neighbors.k)]
     smoothed = values.to(torch.float64)
     for _ in range(steps):

@@ -23,8 +23,8 @@ __all__ = ["auto_precision"]
 
 logger = logging.getLogger(__name__)
 
-# A bf16 search keeps twice the candidates and re-scores them: below this product speed-up
-# it is not faster end to end.
+# A bf16 search keeps three times the candidates (k + 2k) and re-scores them in fp32: below
+# this product speed-up it is not faster end to end.
 MIN_BF16_SPEEDUP = 1.5
 # Searches smaller than this many rows take well under a second: not worth a calibration.
 MIN_ROWS_TO_CALIBRATE = 20_000
