@@ -2,9 +2,12 @@
 
 - `stdlib`: the first sentence of every docstring of the Python standard library.
 - `manpages`: the first sentence of the DESCRIPTION of every installed manual page
-  (`/usr/share/man`), troff markup removed.
+  (`/usr/share/man`), troff markup removed. Cloud SDKs install each command up to three
+  times, once per release track (`gcloud alpha ...`, "(ALPHA) ..."): the track is removed,
+  so the three pages count as the one sentence they are.
 
-Each is deduplicated and sorted, so the same machine gives the same corpus. Near-duplicate
+Each is deduplicated and sorted, so the same machine gives the same corpus, and holds no
+near-duplicate groups but the ones a benchmark adds. Near-duplicate
 groups of known sizes are added by `with_groups` (rewrites: dropped words, swapped letters,
 a prefix or a suffix, case changes), so a benchmark knows what a fair weight is.
 """
@@ -103,6 +106,10 @@ def _troff_text(lines: list[str]) -> str:
     return _TROFF_ESCAPE.sub("", " ".join(words)).replace("\\", "")
 
 
+# "(BETA) Create a ..." and "gcloud alpha compute ...": the release track of a Cloud SDK page.
+_RELEASE_TRACK = re.compile(r"^\((?:ALPHA|BETA|PREVIEW)\) |(?<=gcloud )(?:alpha|beta|preview) ")
+
+
 def manpage_sentences(root: str = "/usr/share/man") -> list[str]:
     """First sentences of the DESCRIPTION section of the installed manual pages."""
     sentences: set[str] = set()
@@ -121,7 +128,7 @@ def manpage_sentences(root: str = "/usr/share/man") -> list[str]:
             paragraph.append(line)
         first = _first_sentence(_troff_text(paragraph))
         if first and "\\" not in first and not first.startswith("."):
-            sentences.add(first)
+            sentences.add(_RELEASE_TRACK.sub("", first))
     return sorted(sentences)
 
 

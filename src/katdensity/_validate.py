@@ -104,6 +104,9 @@ def _as_tensor(name: str, value: Any, *, sequences: bool = False) -> torch.Tenso
     raise InvalidInputError(f"{name} should be {expected}, but got {type(value).__name__}")
 
 
+_FINITE_CHECK_ROWS = 65_536
+
+
 def as_embeddings(value: Any, *, name: str = "embeddings", min_rows: int = 1) -> torch.Tensor:
     """Check a `(N, D)` matrix of embeddings and return it as float32 (device unchanged).
 
@@ -122,7 +125,10 @@ def as_embeddings(value: Any, *, name: str = "embeddings", min_rows: int = 1) ->
     if tensor.is_complex():
         raise InvalidInputError(f"{name} should be real, but got {_describe(value)}")
     tensor = tensor.to(torch.float32)
-    finite_rows = torch.isfinite(tensor).all(dim=1)
+    # By blocks of rows: a whole (N, D) mask of a million rows would be a gigabyte.
+    finite_rows = torch.cat(
+        [torch.isfinite(block).all(dim=1) for block in torch.split(tensor, _FINITE_CHECK_ROWS)]
+    )
     if not bool(finite_rows.all()):
         bad = int((~finite_rows).nonzero()[0, 0])
         raise InvalidInputError(

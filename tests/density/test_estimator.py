@@ -48,6 +48,15 @@ def test_bad_input_names_the_problem(embeddings: object, message: str) -> None:
         ExactKNNDensity(k=10 if message.startswith("smaller") else 1).estimate(embeddings)  # type: ignore[arg-type]
 
 
+def test_a_bad_row_past_the_first_block_is_named() -> None:
+    # The finite check runs by blocks of 65,536 rows: the row number must stay global.
+    points = torch.zeros(70_000, 2)
+    points[66_001, 1] = float("nan")
+    points[69_000, 0] = float("inf")
+    with pytest.raises(InvalidInputError, match=r"row 66001 holds NaN or inf \(2 bad row"):
+        ExactKNNDensity(k=1).estimate(points)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -63,6 +63,16 @@ def test_hashing_output_contract() -> None:
     assert float(counts.abs().sum()) == 4.0, "' ', 'a', 'a', ' ' each count once"
 
 
+def test_hashing_normalises_blocks_of_a_large_set_like_the_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    texts = [f"prompt number {i} about {i % 7} things" for i in range(2500)]
+    raw = HashingEmbedder(dim=64, normalize=False, progress=False).embed(texts)
+    vectors = HashingEmbedder(dim=64, progress=True).embed(texts)
+    torch.testing.assert_close(vectors, torch.nn.functional.normalize(raw, dim=1))
+    assert "embedding: 100%" in capsys.readouterr().err, "a bar over the 3 blocks of texts"
+
+
 @pytest.mark.parametrize(
     ("texts", "message"),
     [

@@ -108,3 +108,20 @@ def test_default_width_grows_with_the_set() -> None:
     assert default_width(200_000, 10) == 31 + 5  # ceil(15 * log10(2))
     assert default_width(20, 10) == 20  # never wider than the set
     assert default_width(50_000, 20) == 61
+
+
+def test_progress_lines_go_to_stderr_and_leave_stdout_clean(
+    points: torch.Tensor, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # pynndescent prints partly from compiled code (file descriptor 1): a command's stdout
+    # (a report, a pipe of ids) must stay clean while its progress shows on stderr.
+    shown = approx_knn(points[:2000], 5, seed=0, progress=True)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "NN descent for" in err
+    silent = approx_knn(points[:2000], 5, seed=0, progress=False)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert torch.equal(shown.indices, silent.indices)
+    print("stdout works again")
+    assert capfd.readouterr().out == "stdout works again\n"

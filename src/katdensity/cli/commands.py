@@ -26,13 +26,13 @@ __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample"
 
 
 def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder:
-    """The named embedder; `--quiet` turns off the progress bar of model embedders.
+    """The named embedder; `--quiet` turns off its progress bar.
 
     Raises:
         InvalidInputError: an unknown name, or options the embedder does not take (such as
             ones recorded in a damaged embeddings file).
     """
-    if quiet and spec != "hashing":
+    if quiet:
         options = {**options, "progress": False}
     try:
         return get_embedder(spec, **options)
@@ -47,12 +47,12 @@ def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder
 def estimator_for(
     name: str, *, k: int, quiet: bool, smoothing: int | None = None
 ) -> DensityEstimator:
-    """The named estimator; `--quiet` turns off the exact search's progress bar, and
+    """The named estimator; `--quiet` turns off the search's progress display, and
     `--smoothing` is passed on only when given (a plug-in need not take it)."""
     options: dict[str, Any] = {"k": k}
     if smoothing is not None:
         options["smoothing"] = smoothing
-    if quiet and name in ("exact", "auto"):
+    if quiet and name in ("exact", "approx", "auto"):
         options["progress"] = False
     return get_estimator(name, **options)
 

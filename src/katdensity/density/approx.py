@@ -37,6 +37,8 @@ class ApproxKNNDensity(KNNDensityEstimator):
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
         smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
             for the plain k-NN estimate).
+        progress: show pynndescent's progress lines on stderr; `None` shows them on a
+            terminal for 20,000 points or more (see [`approx_knn`][katdensity.approx_knn]).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class ApproxKNNDensity(KNNDensityEstimator):
         intrinsic_dim: float | None = None,
         center: bool | Literal["auto"] = "auto",
         smoothing: int = DEFAULT_SMOOTHING,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.n_neighbors = (
@@ -57,6 +60,7 @@ class ApproxKNNDensity(KNNDensityEstimator):
         )
         self.seed = check_int("seed", seed)
         self.n_jobs = n_jobs
+        self.progress = progress
 
     def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
         return approx_knn(
@@ -66,4 +70,5 @@ class ApproxKNNDensity(KNNDensityEstimator):
             n_neighbors=self.n_neighbors,
             seed=self.seed,
             n_jobs=self.n_jobs,
+            progress=self.progress,
         )

@@ -55,8 +55,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
         smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
             for the plain k-NN estimate).
-        progress: progress bar of the exact search; `None` shows it on a terminal for long
-            searches (the approximate search shows none).
+        progress: progress bar of the exact search, or pynndescent's progress lines for
+            the approximate one; `None` shows them on a terminal for long searches.
         distributed: share the exact search among the `torch.distributed` processes, as
             in [`ExactKNNDensity`][katdensity.ExactKNNDensity]; `False` searches alone.
     """
@@ -104,4 +104,6 @@ class AutoKNNDensity(KNNDensityEstimator):
                 "--estimator exact)",
                 n,
             )
-        return approx_knn(in_memory(points), self.k, metric=self.metric, seed=self.seed)
+        return approx_knn(
+            in_memory(points), self.k, metric=self.metric, seed=self.seed, progress=self.progress
+        )

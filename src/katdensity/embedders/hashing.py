@@ -8,11 +8,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from katdensity._progress import progress_bar
 from katdensity._validate import check_int
 from katdensity.embedders.base import check_texts, finish_embeddings
 from katdensity.errors import InvalidInputError
 
 __all__ = ["HashingEmbedder"]
+
+# Texts per progress step.
+_BLOCK = 1000
 
 
 class HashingEmbedder:
@@ -30,6 +34,8 @@ class HashingEmbedder:
         ngram_range: smallest and largest `n`.
         lowercase: fold case before hashing.
         normalize: L2-normalise the rows.
+        progress: progress bar over blocks of texts; `None` shows one on a terminal for
+            long runs (more than about 10,000 texts).
 
     Example:
         >>> from katdensity.embedders import HashingEmbedder
@@ -46,6 +52,7 @@ class HashingEmbedder:
         ngram_range: tuple[int, int] = (3, 5),
         lowercase: bool = True,
         normalize: bool = True,
+        progress: bool | None = None,
     ) -> None:
         self._dim = check_int("dim", dim, low=1)
         low, high = ngram_range
@@ -57,6 +64,7 @@ class HashingEmbedder:
         self.ngram_range = (low, high)
         self.lowercase = lowercase
         self.normalize = normalize
+        self.progress = progress
 
     @property
     def dim(self) -> int:
@@ -67,11 +75,19 @@ class HashingEmbedder:
         """Embed `texts` into `(N, dim)` float32 rows."""
         texts = check_texts(texts)
         vectors = np.zeros((len(texts), self._dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            vectors[row] = self._vector(text)
-        return finish_embeddings(
-            vectors, len(texts), normalize=self.normalize, source="HashingEmbedder"
+        starts = range(0, len(texts), _BLOCK)
+        bar = progress_bar(
+            starts, total=len(starts), progress=self.progress, desc="embedding", unit="block"
         )
+        for start in bar:
+            block = vectors[start : start + _BLOCK]
+            for row, text in enumerate(texts[start : start + _BLOCK]):
+                block[row] = self._vector(text)
+            if self.normalize:
+                # In place, block by block: a normalised copy would double the peak memory.
+                norms = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
+                np.divide(block, np.maximum(norms, 1e-12), out=block)
+        return finish_embeddings(vectors, len(texts), normalize=False, source="HashingEmbedder")
 
     def _vector(self, text: str) -> np.ndarray:
         text = " ".join(text.split())
@@ -95,5 +111,5 @@ class HashingEmbedder:
     def __repr__(self) -> str:
         return (
             f"HashingEmbedder(dim={self._dim}, ngram_range={self.ngram_range}, "
-            f"lowercase={self.lowercase}, normalize={self.normalize})"
+            f"lowercase={self.lowercase}, normalize={self.normalize}, progress={self.progress})"
         )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -19,6 +24,8 @@ __all__ = ["approx_knn", "default_width"]
 logger = logging.getLogger(__name__)
 
 _PYNNDESCENT_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "ip": "dot"}
+# With progress=None, pynndescent's progress lines are shown (on a terminal) from this size.
+_AUTO_PROGRESS_ROWS = 20_000
 
 
 def default_width(n: int, k: int) -> int:
@@ -43,6 +50,7 @@ def approx_knn(
     n_neighbors: int | None = None,
     seed: int = 0,
     n_jobs: int | None = -1,
+    progress: bool | None = None,
 ) -> Neighbors:
     """Approximate k nearest neighbours of every row among the others (NN-descent).
 
@@ -64,6 +72,9 @@ def approx_knn(
             graph as N grows so recall@10 stays above 0.99.
         seed: random state of NN-descent (same seed, same graph).
         n_jobs: threads for pynndescent (`-1`: all cores).
+        progress: show pynndescent's progress lines (forest built, each NN-descent
+            iteration) on stderr; `None` shows them on a terminal for 20,000 rows or more.
+            While they are shown, what the process writes to stdout goes to stderr.
 
     Raises:
         MissingDependencyError: pynndescent is not installed.
@@ -92,14 +103,16 @@ def approx_knn(
         "JIT-compiles pynndescent (tens of seconds)",
         width,
     )
-    index = pynndescent.NNDescent(
-        points.numpy(),
-        metric=_PYNNDESCENT_METRIC[metric],
-        n_neighbors=width,
-        random_state=check_int("seed", seed),
-        n_jobs=n_jobs,
-        verbose=False,
-    )
+    verbose = progress if progress is not None else n >= _AUTO_PROGRESS_ROWS and _on_terminal()
+    with _stdout_to_stderr() if verbose else contextlib.nullcontext():
+        index = pynndescent.NNDescent(
+            points.numpy(),
+            metric=_PYNNDESCENT_METRIC[metric],
+            n_neighbors=width,
+            random_state=check_int("seed", seed),
+            n_jobs=n_jobs,
+            verbose=verbose,
+        )
     found, _ = index.neighbor_graph
     logger.info("NN-descent graph of %d points in %.1f s", n, time.perf_counter() - start)
     candidates = torch.from_numpy(np.asarray(found, dtype=np.int64))
@@ -115,3 +128,31 @@ def approx_knn(
     order = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices
     candidates = torch.gather(candidates, 1, order)[:, : int(usable.sum(dim=1).min())]
     return rescore(points, candidates, k, metric)
+
+
+def _on_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send stdout to stderr: pynndescent prints its progress, partly from numba's compiled
+    code (C `printf`, which writes to file descriptor 1 whatever `sys.stdout` is), and a
+    command's stdout may be a report or a pipe."""
+    sys.stdout.flush()
+    try:
+        stdout, stderr = sys.stdout.fileno(), sys.stderr.fileno()
+        libc = ctypes.CDLL(None)
+    except (AttributeError, OSError, ValueError):  # no file descriptors, or no C library
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    saved = os.dup(stdout)
+    os.dup2(stderr, stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        libc.fflush(None)  # C-buffered lines belong to stderr too
+        os.dup2(saved, stdout)
+        os.close(saved)

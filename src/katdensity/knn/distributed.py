@@ -17,7 +17,15 @@ import torch
 import torch.distributed as dist
 
 from katdensity.knn._rows import RowSource
-from katdensity.knn._search import Block, SearchSettings, TopK, finish, padded, search_pair
+from katdensity.knn._search import (
+    Block,
+    Scratch,
+    SearchSettings,
+    TopK,
+    finish,
+    padded,
+    search_pair,
+)
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["ring_search"]
@@ -39,7 +47,7 @@ def ring_search(
     rows = source.block(start, start + valid) if valid else source.block(0, 0)
     own = Block.of(rows, start, settings, shard)
     best = TopK.empty(shard, settings.n_candidates, device)
-    scratch = torch.empty(min(settings.tile, shard) ** 2, dtype=torch.float32, device=device)
+    scratch = Scratch.of(min(settings.tile, shard), settings, device)
     search_pair(own, best, None, None, settings, scratch, lambda: None)
 
     # The visitor carries its fp32 half-norms so euclidean scores match a single process.

@@ -22,6 +22,7 @@ from katdensity.knn._rows import MappedRows, RowSource, TensorRows, on_device
 from katdensity.knn._search import (
     GROUP,
     Block,
+    Scratch,
     SearchSettings,
     TopK,
     finish,
@@ -131,7 +132,7 @@ def search_rows(
         # between ranks, so a distributed CPU search stays with fp32.
         cpu_group = use_distributed and source.device.type == "cpu"
         precision = "float32" if cpu_group else auto_precision(source.device, n, source.dim)
-    tile = _tile_size(memory_budget_bytes)
+    tile = _tile_size(memory_budget_bytes, bf16=precision == "bfloat16")
     panel = n if isinstance(source, TensorRows) else (memory_budget_bytes // 2) // (4 * source.dim)
     if panel < tile:  # wide rows: keep a panel within half the budget
         tile = max(GROUP, panel // GROUP * GROUP)
@@ -181,10 +182,10 @@ def _use_distributed(requested: bool | None) -> bool:
     return requested
 
 
-def _tile_size(memory_budget_bytes: int) -> int:
-    # A tile holds the fp32 product plus about as much again of scratch (group maxima,
-    # masks, gathered candidates).
-    side = int(math.sqrt(memory_budget_bytes / 8))
+def _tile_size(memory_budget_bytes: int, *, bf16: bool) -> int:
+    # A tile holds the fp32 scores plus about as much again of scratch (group maxima,
+    # masks, gathered candidates), and with bf16 the raw bf16 product too.
+    side = int(math.sqrt(memory_budget_bytes / (10 if bf16 else 8)))
     return max(GROUP, side // GROUP * GROUP)
 
 
@@ -206,9 +207,7 @@ def _panel_search(
     with progress_counter(
         total=total, progress=settings.progress, desc="exact kNN", unit="tile"
     ) as bar:
-        scratch = torch.empty(
-            min(settings.tile, padded(n)) ** 2, dtype=torch.float32, device=source.device
-        )
+        scratch = Scratch.of(min(settings.tile, padded(n)), settings, source.device)
         for p, start in enumerate(starts):
             rows = _load(source, start, sizes[p], settings)
             rows_best = best.rows(start, start + sizes[p])
