@@ -20,14 +20,24 @@ _HEADER = (
 )
 
 
+# The CPU flags that decide which product dtype is fast.
+_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+
+
 def machine() -> str:
+    """The CPU (model, family, the flags that matter here), cores, library versions, time."""
     cpu = platform.processor() or platform.machine()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        match = re.search(r"Model name:\s*(.+)", lscpu)
-        cpu = match.group(1).strip() if match else cpu
     except OSError:
-        pass
+        lscpu = ""
+    fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
+    if "Model name" in fields:
+        cpu = fields["Model name"].strip()
+        if "CPU family" in fields:
+            cpu += f" (family {fields['CPU family']}, model {fields.get('Model', '?')})"
+        flags = set(fields.get("Flags", "").split())
+        cpu += " [" + " ".join(flag for flag in _FLAGS if flag in flags) + "]"
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), "
