@@ -90,7 +90,7 @@ class MappedRows(RowSource):
 
     def _prepare(self, values: np.ndarray, *, first_row: int | None) -> torch.Tensor:
         rows = torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
-        finite = torch.isfinite(rows).all(dim=1)
+        finite = torch.cat([torch.isfinite(part).all(dim=1) for part in torch.split(rows, 65_536)])
         if not bool(finite.all()):
             where = (
                 "" if first_row is None else f" (row {first_row + int((~finite).nonzero()[0, 0])})"
@@ -99,10 +99,12 @@ class MappedRows(RowSource):
                 f"embeddings should be finite, but the file holds NaN or inf{where}; "
                 "drop or fix those rows"
             )
+        # In place (the rows are a copy already): all the rows of a large file may be asked
+        # for at once, and each further copy would be as large as the file.
         if self.shift is not None:
-            rows = rows - self.shift
+            rows.sub_(self.shift)
         if self.normalize:
-            rows = torch.nn.functional.normalize(rows, dim=1)
+            rows.div_(torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min_(1e-12))
         return rows.to(self.device)
 
 

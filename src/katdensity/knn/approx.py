@@ -95,7 +95,7 @@ def approx_knn(
         raise MissingDependencyError(
             "approximate kNN needs pynndescent: pip install pynndescent"
         ) from error
-    if metric == "cosine":
+    if metric == "cosine" and not _unit_rows(points):
         points = torch.nn.functional.normalize(points, dim=1)
     start = time.perf_counter()
     logger.info(
@@ -128,6 +128,13 @@ def approx_knn(
     order = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices
     candidates = torch.gather(candidates, 1, order)[:, : int(usable.sum(dim=1).min())]
     return rescore(points, candidates, k, metric)
+
+
+def _unit_rows(points: torch.Tensor) -> bool:
+    """Whether every row already has unit norm (as the estimators hand them over): a
+    normalised copy of a million wide rows would cost gigabytes for nothing."""
+    norms = torch.linalg.vector_norm(points, dim=1)
+    return bool(((norms - 1.0).abs() <= 1e-6).all())
 
 
 def _on_terminal() -> bool:
