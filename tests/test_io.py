@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import katdensity.io
 from katdensity import InvalidInputError
 from katdensity.io import load_embeddings, prompt_id, read_prompts, save_embeddings
 
@@ -141,3 +142,24 @@ def test_repeated_prompts_get_distinct_derived_ids(tmp_path: Path) -> None:
     )
     ids = [p.id for p in read_prompts(path)]
     assert ids == [prompt_id("same"), prompt_id("same") + "#2", prompt_id("same") + "#3"]
+
+
+def test_npy_is_written_in_blocks_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(katdensity.io, "_WRITE_BYTES", 3 * 4 * 4)  # 3 rows of 4 floats
+    matrix = torch.randn(10, 4)
+    save_embeddings(tmp_path / "e.npy", [str(i) for i in range(10)], matrix, progress=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), matrix.numpy())
+    err = capsys.readouterr().err
+    assert "writing: 100%" in err and "4/4" in err, "a bar over the 4 blocks of rows"
+
+
+def test_failed_npy_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", explode)
+    with pytest.raises(OSError, match="disk full"):
+        save_embeddings(tmp_path / "out.npy", ["a"], torch.zeros(1, 2))
+    assert list(tmp_path.iterdir()) == []

@@ -50,6 +50,7 @@ import torch
 
 from katdensity import _tables
 from katdensity._atomic import atomic_path
+from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings
 from katdensity.errors import InvalidInputError
 
@@ -319,8 +320,12 @@ def save_embeddings(
     embeddings: torch.Tensor | np.ndarray,
     *,
     embedder: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> None:
     """Write ids and embeddings to `.pt` or `.npy` (+ `.ids.json`), atomically.
+
+    A `.npy` file is written in blocks of 64 MiB, with a progress bar (`progress`; `None`
+    shows one on a terminal for files over about 640 MiB).
 
     Raises:
         InvalidInputError: ids and rows do not align, ids repeat, or the suffix is unknown.
@@ -335,12 +340,30 @@ def save_embeddings(
             torch.save({"ids": ids, "emb": matrix, "embedder": description}, temporary)
     elif target.suffix == ".npy":
         with atomic_path(target) as temporary:
-            with temporary.open("wb") as handle:
-                np.save(handle, matrix.numpy())
+            _write_npy(temporary, matrix.numpy(), progress=progress)
             with atomic_path(_sidecar(target)) as side:
                 side.write_text(json.dumps({"ids": ids, "embedder": description}))
     else:
         raise InvalidInputError(f"path should end in .pt or .npy, but got {target.name}")
+
+
+_WRITE_BYTES = 64 * 2**20
+
+
+def _write_npy(path: Path, array: np.ndarray, *, progress: bool | None) -> None:
+    # Plain writes, not a memory map: a full disk must raise OSError, not SIGBUS.
+    array = np.ascontiguousarray(array)
+    step = max(1, _WRITE_BYTES // max(1, array.itemsize * array.shape[1]))
+    starts = range(0, array.shape[0], step)
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, np.lib.format.header_data_from_array_1_0(array)
+        )
+        bar = progress_bar(
+            starts, total=len(starts), progress=progress, desc="writing", unit="block"
+        )
+        for start in bar:
+            handle.write(array[start : start + step].tobytes())
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingsFile:

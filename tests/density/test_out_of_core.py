@@ -90,3 +90,24 @@ def test_rows_sharing_a_hash_are_regrouped_by_value(
     result = ExactKNNDensity(k=3).estimate(tmp_path / "emb.npy")
     assert torch.equal(result.multiplicity, expected.multiplicity)
     assert torch.equal(result.neighbors.indices, expected.neighbors.indices)
+
+
+def test_a_file_read_whole_is_read_by_blocks_with_progress(
+    stored: tuple[Path, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The approximate search needs the rows in memory: a file is read into one tensor block
+    # by block (no temporary as large as the file) and the result is the in-memory one.
+    import katdensity.knn._rows
+    from katdensity import ApproxKNNDensity
+
+    path, rows = stored
+    monkeypatch.setattr(katdensity.knn._rows, "_READ_BYTES", 100 * 20 * 4)  # 100 rows a block
+    estimator = ApproxKNNDensity(k=6, seed=0, progress=True)
+    result = estimator.estimate(path)
+    err = capsys.readouterr().err
+    assert "checking rows: 100%" in err and "reading rows: 100%" in err and "7/7" in err
+    expected = ApproxKNNDensity(k=6, seed=0, progress=False).estimate(rows)
+    assert torch.equal(result.neighbors.indices, expected.neighbors.indices)
+    torch.testing.assert_close(result.log_density, expected.log_density, rtol=1e-5, atol=1e-5)

@@ -118,7 +118,7 @@ def test_progress_lines_go_to_stderr_and_leave_stdout_clean(
     shown = approx_knn(points[:2000], 5, seed=0, progress=True)
     out, err = capfd.readouterr()
     assert out == ""
-    assert "NN descent for" in err
+    assert "NN descent for" in err and "re-scoring: 100%" in err
     silent = approx_knn(points[:2000], 5, seed=0, progress=False)
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")

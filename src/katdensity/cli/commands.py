@@ -87,7 +87,11 @@ def run_embed(args: argparse.Namespace) -> None:
     embedder = embedder_for(args.embedder, options, quiet=args.quiet)
     embeddings = embedder.embed([p.text for p in prompts])
     save_embeddings(
-        args.out, [p.id for p in prompts], embeddings, embedder={"spec": args.embedder, **options}
+        args.out,
+        [p.id for p in prompts],
+        embeddings,
+        embedder={"spec": args.embedder, **options},
+        progress=False if args.quiet else None,
     )
     print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.out}")
 

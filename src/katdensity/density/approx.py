@@ -64,7 +64,7 @@ class ApproxKNNDensity(KNNDensityEstimator):
 
     def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
         return approx_knn(
-            in_memory(points),
+            in_memory(points, progress=self.progress),
             self.k,
             metric=self.metric,
             n_neighbors=self.n_neighbors,

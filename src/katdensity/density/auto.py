@@ -105,5 +105,9 @@ class AutoKNNDensity(KNNDensityEstimator):
                 n,
             )
         return approx_knn(
-            in_memory(points), self.k, metric=self.metric, seed=self.seed, progress=self.progress
+            in_memory(points, progress=self.progress),
+            self.k,
+            metric=self.metric,
+            seed=self.seed,
+            progress=self.progress,
         )

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings, check_choice, check_int, check_real
 from katdensity.density._duplicates import (
     DistinctRows,
@@ -96,6 +97,10 @@ class KNNDensityEstimator(abc.ABC):
             looks ordinary, share the family's density. 0 gives the plain k-NN estimate;
             more steps suppress families further and spread density over larger regions.
     """
+
+    # Progress display of the long stages (`None`: on a terminal for long runs); the
+    # subclasses take it as an argument.
+    progress: bool | None = None
 
     def __init__(
         self,
@@ -222,7 +227,11 @@ class KNNDensityEstimator(abc.ABC):
         unit_total = torch.zeros(dim, dtype=torch.float64)
         fingerprints = []
         chunk = max(1, _STREAM_BYTES // (4 * dim))
-        for start in range(0, n, chunk):
+        starts = range(0, n, chunk)
+        bar = progress_bar(
+            starts, total=len(starts), progress=self.progress, desc="checking rows", unit="block"
+        )
+        for start in bar:
             rows = MappedRows(array, normalize=False).block(start, min(n, start + chunk))
             total += rows.sum(0, dtype=torch.float64)
             unit_total += torch.nn.functional.normalize(rows, dim=1).sum(0, dtype=torch.float64)

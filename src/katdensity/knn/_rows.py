@@ -12,9 +12,12 @@ import abc
 import numpy as np
 import torch
 
+from katdensity._progress import progress_bar
 from katdensity.errors import InvalidInputError
 
 __all__ = ["MappedRows", "RowSource", "TensorRows", "as_source", "in_memory", "on_device"]
+
+_READ_BYTES = 64 * 2**20
 
 
 class RowSource(abc.ABC):
@@ -117,9 +120,26 @@ def on_device(rows: RowSource, device: torch.device) -> RowSource:
     return TensorRows(rows.block(0, rows.n).to(device), normalize=False)
 
 
-def in_memory(rows: torch.Tensor | RowSource) -> torch.Tensor:
-    """All the rows as one tensor (for searches that cannot stream)."""
-    return rows if isinstance(rows, torch.Tensor) else rows.block(0, rows.n)
+def in_memory(rows: torch.Tensor | RowSource, *, progress: bool | None = None) -> torch.Tensor:
+    """All the rows as one tensor (for searches that cannot stream).
+
+    A file is read in blocks of 64 MiB into one tensor (with a progress bar), so reading
+    it costs no temporary as large as the file.
+    """
+    if isinstance(rows, torch.Tensor):
+        return rows
+    if isinstance(rows, TensorRows):
+        return rows.block(0, rows.n)
+    whole = torch.empty(rows.n, rows.dim, device=rows.device)
+    step = max(1, _READ_BYTES // (4 * rows.dim))
+    starts = range(0, rows.n, step)
+    bar = progress_bar(
+        starts, total=len(starts), progress=progress, desc="reading rows", unit="block"
+    )
+    for start in bar:
+        stop = min(rows.n, start + step)
+        whole[start:stop] = rows.block(start, stop)
+    return whole
 
 
 def as_source(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from katdensity._progress import progress_bar
 from katdensity.knn._rows import RowSource
 from katdensity.knn.neighbors import Metric, Neighbors
 
@@ -296,7 +297,13 @@ def finish(
 
 
 def rescore_rows(
-    source: RowSource, first_row: int, candidates: torch.Tensor, k: int, metric: Metric
+    source: RowSource,
+    first_row: int,
+    candidates: torch.Tensor,
+    k: int,
+    metric: Metric,
+    *,
+    progress: bool = False,
 ) -> Neighbors:
     """`rescore` for rows `first_row:first_row + len(candidates)` of any row source."""
     if bool((candidates < 0).any()):
@@ -305,7 +312,11 @@ def rescore_rows(
         1, _rescore_chunk_bytes(source.device) // (4 * candidates.shape[1] * source.dim)
     )
     distances = torch.empty(candidates.shape, dtype=torch.float32, device=candidates.device)
-    for start in range(0, candidates.shape[0], rows_per_chunk):
+    starts = range(0, candidates.shape[0], rows_per_chunk)
+    bar = progress_bar(
+        starts, total=len(starts), progress=progress, desc="re-scoring", unit="block"
+    )
+    for start in bar:
         stop = min(candidates.shape[0], start + rows_per_chunk)
         query = source.block(first_row + start, first_row + stop)[:, None, :]
         neighbor = source.take(candidates[start:stop])

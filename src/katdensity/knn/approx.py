@@ -73,8 +73,9 @@ def approx_knn(
         seed: random state of NN-descent (same seed, same graph).
         n_jobs: threads for pynndescent (`-1`: all cores).
         progress: show pynndescent's progress lines (forest built, each NN-descent
-            iteration) on stderr; `None` shows them on a terminal for 20,000 rows or more.
-            While they are shown, what the process writes to stdout goes to stderr.
+            iteration) and a bar over the re-scoring on stderr; `None` shows them on a
+            terminal for 20,000 rows or more. While pynndescent's lines are shown, what the
+            process writes to stdout goes to stderr.
 
     Raises:
         MissingDependencyError: pynndescent is not installed.
@@ -127,7 +128,7 @@ def approx_knn(
     # Move usable candidates to the front of each row (stable), then keep the first k + slack.
     order = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices
     candidates = torch.gather(candidates, 1, order)[:, : int(usable.sum(dim=1).min())]
-    return rescore(points, candidates, k, metric)
+    return rescore(points, candidates, k, metric, progress=verbose)
 
 
 def _unit_rows(points: torch.Tensor) -> bool:

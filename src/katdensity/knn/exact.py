@@ -224,10 +224,19 @@ def _load(source: RowSource, start: int, size: int, settings: SearchSettings) ->
     return Block.of(source.block(start, stop), start, settings, size)
 
 
-def rescore(points: torch.Tensor, candidates: torch.Tensor, k: int, metric: Metric) -> Neighbors:
+def rescore(
+    points: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    metric: Metric,
+    *,
+    progress: bool = False,
+) -> Neighbors:
     """Exact fp32 distances from each row of `points` to its `(N, c)` candidate rows.
 
     Keeps the k nearest (`k <= c`), ascending, ties broken by the smaller index.
-    `points` must already be L2-normalised for `"cosine"`.
+    `points` must already be L2-normalised for `"cosine"`. `progress` shows a bar over
+    blocks of rows.
     """
-    return rescore_rows(TensorRows(points, normalize=False), 0, candidates, k, metric)
+    source = TensorRows(points, normalize=False)
+    return rescore_rows(source, 0, candidates, k, metric, progress=progress)
