@@ -46,6 +46,18 @@ def machine() -> str:
     )
 
 
+def cpu_kind() -> str:
+    """`"amx"`, `"avx512_bf16"`, `"avx512"` or `"avx2"`: which kind of product unit this CPU
+    has, to keep one benchmark section per kind of machine."""
+    flags = (
+        set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    )
+    for kind in ("amx_bf16", "avx512_bf16", "avx512f"):
+        if kind in flags:
+            return {"amx_bf16": "amx", "avx512f": "avx512"}.get(kind, kind)
+    return "avx2"
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from _report import machine, markdown_table, print_table, write_section
+from _report import cpu_kind, machine, markdown_table, print_table, write_section
 
 _SIDE = 4096
 
@@ -81,7 +81,8 @@ def main() -> None:
             "reduced-precision candidate pass, can be faster than its products.\n\n"
             + markdown_table(header, rows)
         )
-        write_section("gemm", body)
+        # One section per kind of CPU: the dtype that wins differs between them.
+        write_section(f"gemm-{cpu_kind()}", body)
 
 
 if __name__ == "__main__":
