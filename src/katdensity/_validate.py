@@ -107,6 +107,16 @@ def _as_tensor(name: str, value: Any, *, sequences: bool = False) -> torch.Tenso
 _FINITE_CHECK_ROWS = 65_536
 
 
+def finite_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """`(N,)` bool: which rows of a 2-D tensor hold only finite values.
+
+    Checked by blocks of rows: a whole `(N, D)` mask of a million wide rows would be a
+    gigabyte.
+    """
+    blocks = torch.split(tensor, _FINITE_CHECK_ROWS)
+    return torch.cat([torch.isfinite(block).all(dim=1) for block in blocks])
+
+
 def as_embeddings(value: Any, *, name: str = "embeddings", min_rows: int = 1) -> torch.Tensor:
     """Check a `(N, D)` matrix of embeddings and return it as float32 (device unchanged).
 
@@ -125,15 +135,12 @@ def as_embeddings(value: Any, *, name: str = "embeddings", min_rows: int = 1) ->
     if tensor.is_complex():
         raise InvalidInputError(f"{name} should be real, but got {_describe(value)}")
     tensor = tensor.to(torch.float32)
-    # By blocks of rows: a whole (N, D) mask of a million rows would be a gigabyte.
-    finite_rows = torch.cat(
-        [torch.isfinite(block).all(dim=1) for block in torch.split(tensor, _FINITE_CHECK_ROWS)]
-    )
-    if not bool(finite_rows.all()):
-        bad = int((~finite_rows).nonzero()[0, 0])
+    finite = finite_rows(tensor)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
         raise InvalidInputError(
             f"{name} should be finite, but row {bad} holds NaN or inf "
-            f"({int((~finite_rows).sum())} bad row(s) in all); drop or fix those rows"
+            f"({int((~finite).sum())} bad row(s) in all); drop or fix those rows"
         )
     return tensor
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from katdensity._progress import progress_bar
+from katdensity._validate import finite_rows
 from katdensity.errors import InvalidInputError
 
 __all__ = ["MappedRows", "RowSource", "TensorRows", "as_source", "in_memory", "on_device"]
@@ -93,7 +94,7 @@ class MappedRows(RowSource):
 
     def _prepare(self, values: np.ndarray, *, first_row: int | None) -> torch.Tensor:
         rows = torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
-        finite = torch.cat([torch.isfinite(part).all(dim=1) for part in torch.split(rows, 65_536)])
+        finite = finite_rows(rows)
         if not bool(finite.all()):
             where = (
                 "" if first_row is None else f" (row {first_row + int((~finite).nonzero()[0, 0])})"
