@@ -24,16 +24,21 @@ _HEADER = (
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
 
 
+def _lscpu() -> dict[str, str]:
+    """`lscpu`'s fields (`Model name`, `CPU family`, `Flags`, ...); empty where it is missing."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return {}
+    return {key: value.strip() for key, value in re.findall(r"^([^:\n]+):\s*(.*)$", text, re.M)}
+
+
 def machine() -> str:
     """The CPU (model, family, the flags that matter here), cores, library versions, time."""
     cpu = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        lscpu = ""
-    fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
+    fields = _lscpu()
     if "Model name" in fields:
-        cpu = fields["Model name"].strip()
+        cpu = fields["Model name"]
         if "CPU family" in fields:
             cpu += f" (family {fields['CPU family']}, model {fields.get('Model', '?')})"
         flags = set(fields.get("Flags", "").split())
@@ -49,12 +54,10 @@ def machine() -> str:
 def cpu_kind() -> str:
     """`"amx"`, `"avx512_bf16"`, `"avx512"` or `"avx2"`: which kind of product unit this CPU
     has, to keep one benchmark section per kind of machine."""
-    flags = (
-        set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    )
-    for kind in ("amx_bf16", "avx512_bf16", "avx512f"):
-        if kind in flags:
-            return {"amx_bf16": "amx", "avx512f": "avx512"}.get(kind, kind)
+    flags = set(_lscpu().get("Flags", "").split())
+    for flag, kind in (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512")):
+        if flag in flags:
+            return kind
     return "avx2"
 
 
