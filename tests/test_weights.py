@@ -18,6 +18,7 @@ from katdensity import (
     effective_sample_size,
     inverse_density_weights,
 )
+from katdensity.density.modes import find_modes
 from katdensity.weights import weights_with_floor
 
 
@@ -115,8 +116,44 @@ def test_weighting_protocol(generator: torch.Generator) -> None:
     assert isinstance(weighting, Weighting)
     result = ExactKNNDensity(k=3).estimate(torch.randn(40, 4, generator=generator))
     assert isinstance(result, DensityResult)
-    expected = inverse_density_weights(result.log_density, beta=0.5, max_weight_ratio=None)
+    expected = inverse_density_weights(
+        result.log_density, beta=0.5, max_weight_ratio=None, modes=find_modes(result)
+    )
     torch.testing.assert_close(weighting(result), expected)
+    plain = InverseDensityWeighting(beta=0.5, max_weight_ratio=None, mode_cap=False)
+    torch.testing.assert_close(
+        plain(result),
+        inverse_density_weights(result.log_density, beta=0.5, max_weight_ratio=None),
+    )
+
+
+def test_a_mode_weighs_at_most_one_median_prompt() -> None:
+    # Prompts 0-3 form one mode; on their own densities they would hold 4 prompts' weight.
+    log_density = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0])
+    modes = torch.tensor([0, 0, 0, 0, 1, 2, 3, 4])
+    weights = inverse_density_weights(
+        log_density, max_weight_ratio=None, min_ess_ratio=None, modes=modes
+    )
+    # The median prompt (log-density 0) has weight 1 before normalising; the mode as a
+    # whole gets that, shared equally by its four equal members.
+    raw = torch.tensor([0.25, 0.25, 0.25, 0.25, math.exp(-1.0), 1.0, math.e, 1.0])
+    torch.testing.assert_close(weights, (raw / raw.sum()).double())
+    # A mode already lighter than the median prompt keeps its weights.
+    sparse = torch.tensor([3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    two = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    torch.testing.assert_close(
+        inverse_density_weights(sparse, max_weight_ratio=None, min_ess_ratio=None, modes=two),
+        inverse_density_weights(sparse, max_weight_ratio=None, min_ess_ratio=None),
+    )
+
+
+def test_modes_must_keep_copies_together() -> None:
+    with pytest.raises(InvalidInputError, match="every copy of a prompt the label"):
+        inverse_density_weights(
+            torch.zeros(3), groups=torch.tensor([0, 0, 1]), modes=torch.tensor([0, 1, 2])
+        )
+    with pytest.raises(InvalidInputError, match="mode_cap should be True or False"):
+        InverseDensityWeighting(mode_cap="yes")  # type: ignore[arg-type]
 
 
 def test_copies_of_a_prompt_share_one_cap() -> None:

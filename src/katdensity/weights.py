@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
-from katdensity.density._duplicates import group_sums
+from katdensity.density._duplicates import first_occurrence, group_sums
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 
@@ -53,6 +53,7 @@ def inverse_density_weights(
     uniform_mix: float = 0.0,
     groups: torch.Tensor | np.ndarray | None = None,
     min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
+    modes: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Sampling probabilities proportional to `density ** -beta`, capped, mixed with uniform
     and bounded in how far they move from uniform.
@@ -65,12 +66,16 @@ def inverse_density_weights(
 
     1. `p_i ∝ exp(-beta * log_density_i)`, computed with a log-sum-exp so no density
        overflows: dense points get *lower* probability.
-    2. Cap: no prompt (with its copies) gets more than `max_weight_ratio / N`. The mass
+    2. Modes (with `modes`): a mode of two or more distinct prompts (a family of
+       near-duplicates, e.g. from [`find_modes`][katdensity.density.modes.find_modes])
+       weighs together at most what one prompt at the median density does; its members
+       keep their proportions.
+    3. Cap: no prompt (with its copies) gets more than `max_weight_ratio / N`. The mass
        above the cap is redistributed over the uncapped prompts in proportion to their
        weight (water-filling), so an isolated outlier cannot take over the sample.
-    3. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N` per prompt, a floor that keeps
+    4. Mix: `p = (1 - uniform_mix) * p + uniform_mix / N` per prompt, a floor that keeps
        every prompt reachable.
-    4. Floor on the effective sample size: when the ESS over distinct prompts falls below
+    5. Floor on the effective sample size: when the ESS over distinct prompts falls below
        `min_ess_ratio * N`, `beta` is lowered to the largest value that keeps it there
        (logged at INFO), so the weights never discard more of the set than that.
 
@@ -85,6 +90,8 @@ def inverse_density_weights(
         min_ess_ratio: the smallest distinct ESS/N allowed, in `(0, 1]`, default 0.65;
             `None` lets `beta` act in full. Raising it keeps the sample closer to uniform;
             lowering it lets the density correction go further.
+        modes: `(N,)` integer mode labels, equal for the rows of one near-duplicate family
+            and never splitting a prompt's copies; `None` caps no mode.
 
     Returns:
         `(N,)` float64 probabilities summing to 1, row `i` for row `i`; copies of one
@@ -106,6 +113,7 @@ def inverse_density_weights(
         uniform_mix=uniform_mix,
         groups=groups,
         min_ess_ratio=min_ess_ratio,
+        modes=modes,
     )
     return probabilities
 
@@ -118,6 +126,7 @@ def weights_with_floor(
     uniform_mix: float,
     groups: torch.Tensor | np.ndarray | None,
     min_ess_ratio: float | None,
+    modes: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, float]:
     """[`inverse_density_weights`][katdensity.inverse_density_weights], and the `beta` used."""
     log_density = as_log_density(log_density)
@@ -133,9 +142,13 @@ def weights_with_floor(
     # A prompt's copies share one prompt's weight whatever beta: log m is taken out of the
     # density before beta applies and divided out after.
     own = log_density - log_copies
+    mode_cap = None if modes is None else _ModeCap(own, labels, n_prompts, modes)
 
     def at(strength: float) -> torch.Tensor:
-        probabilities = torch.softmax(-strength * own - log_copies, dim=0)
+        log_weights = -strength * own - log_copies
+        if mode_cap is not None:
+            log_weights = mode_cap(log_weights, strength)
+        probabilities = torch.softmax(log_weights, dim=0)
         return _cap_and_mix(probabilities, labels, n_prompts, ratio, uniform_mix)
 
     probabilities = at(beta)
@@ -150,6 +163,37 @@ def weights_with_floor(
         "strength beta %.3g -> %.3g to keep distinct ESS/N >= %.2f", beta, used, min_ess_ratio
     )
     return at(used), used
+
+
+class _ModeCap:
+    """Scales each mode of two or more distinct prompts down to at most one median prompt's
+    weight; `own` is the log-density of a single copy of each row's prompt."""
+
+    def __init__(
+        self,
+        own: torch.Tensor,
+        labels: torch.Tensor,
+        n_prompts: int,
+        modes: torch.Tensor | np.ndarray,
+    ) -> None:
+        self.modes, self.n_modes = as_groups(modes, own.shape[0])
+        first = first_occurrence(labels, n_prompts)
+        if not bool((self.modes == self.modes[first][labels]).all()):
+            raise InvalidInputError(
+                "modes should give every copy of a prompt the label of its prompt; "
+                "build them from the same DensityResult (e.g. with find_modes)"
+            )
+        prompts = torch.bincount(self.modes[first], minlength=self.n_modes)
+        self.shared = prompts[self.modes] > 1  # rows in a mode of 2+ distinct prompts
+        self.median = float(own[first].median())
+
+    def __call__(self, log_weights: torch.Tensor, strength: float) -> torch.Tensor:
+        top = float(log_weights.max())
+        totals = torch.zeros(self.n_modes, dtype=torch.float64).index_add_(
+            0, self.modes, torch.exp(log_weights - top)
+        )
+        excess = (totals.log() + top)[self.modes] - (-strength * self.median)
+        return torch.where(self.shared & (excess > 0), log_weights - excess, log_weights)
 
 
 def _largest_strength(meets_floor: Callable[[float], bool], beta: float) -> float:
@@ -266,6 +310,9 @@ class InverseDensityWeighting:
         uniform_mix: share of uniform probability mixed in.
         min_ess_ratio: the smallest distinct ESS/M allowed (default 0.65): `beta` is lowered
             until the weights meet it; `None` lets `beta` act in full.
+        mode_cap: weigh each family of near-duplicates found by
+            [`find_modes`][katdensity.density.modes.find_modes] at most as one prompt of
+            median density (default `True`); `False` leaves families to the density alone.
 
     Attributes:
         beta_used_: the strength the last call used (`beta`, or less to meet the floor).
@@ -278,6 +325,7 @@ class InverseDensityWeighting:
         max_weight_ratio: float | None = 20.0,
         uniform_mix: float = 0.0,
         min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
+        mode_cap: bool = True,
     ) -> None:
         self.beta = check_real("beta", beta, low=0.0)
         if max_weight_ratio is not None:
@@ -287,6 +335,9 @@ class InverseDensityWeighting:
         if min_ess_ratio is not None:
             check_real("min_ess_ratio", min_ess_ratio, low=0.0, high=1.0, low_open=True)
         self.min_ess_ratio = min_ess_ratio
+        if not isinstance(mode_cap, bool):
+            raise InvalidInputError(f"mode_cap should be True or False, but got {mode_cap!r}")
+        self.mode_cap = mode_cap
         self.beta_used_: float | None = None
 
     def __call__(self, result: DensityResult) -> torch.Tensor:
@@ -295,6 +346,8 @@ class InverseDensityWeighting:
             raise InvalidInputError(
                 f"result should be a DensityResult, but got {type(result).__name__}"
             )
+        from katdensity.density.modes import find_modes  # scipy, imported on first use
+
         probabilities, self.beta_used_ = weights_with_floor(
             result.log_density,
             beta=self.beta,
@@ -302,11 +355,13 @@ class InverseDensityWeighting:
             uniform_mix=self.uniform_mix,
             groups=result.distinct_index,
             min_ess_ratio=self.min_ess_ratio,
+            modes=find_modes(result) if self.mode_cap else None,
         )
         return probabilities
 
     def __repr__(self) -> str:
         return (
             f"InverseDensityWeighting(beta={self.beta}, max_weight_ratio={self.max_weight_ratio}, "
-            f"uniform_mix={self.uniform_mix}, min_ess_ratio={self.min_ess_ratio})"
+            f"uniform_mix={self.uniform_mix}, min_ess_ratio={self.min_ess_ratio}, "
+            f"mode_cap={self.mode_cap})"
         )

@@ -1,11 +1,21 @@
-"""Modes of a prompt set: exact copies and near-duplicates, found on the neighbour graph.
+"""Modes of a prompt set: exact copies and near-duplicate families, found on the neighbour graph.
 
-A mode is a set of rows that are one prompt in all but wording: exact copies, and prompts
-joined by near-duplicate edges. An edge joins two prompts when each is among the other's
-nearest neighbours and they lie closer than `radius_fraction` times the median distance
-from a prompt to its nearest neighbour. Requiring both directions and a distance well
-below the typical nearest-neighbour distance keeps ordinary prompts of one topic apart, so
-chains of merely similar prompts do not join into one mode.
+A mode is a set of rows that are one prompt in all but wording. It is built in two steps,
+both on the neighbour graph the density came from, so no new search is made:
+
+1. Cores: two prompts are joined when one is among the other's nearest neighbours and they
+   lie closer than `radius_fraction` times the median distance from a prompt to its nearest
+   neighbour. Exact copies lie at distance 0 and always join.
+2. Closure: a family of rewrites is a loose cloud, and its stragglers (a long prefix, a typo
+   in a key word) lie as far from the core as ordinary prompts lie from each other. But
+   their nearest neighbours are still the family's members. So a prompt left on its own
+   joins a mode (of two or more prompts) that holds at least `closure` of its nearest
+   neighbours, and a mode whose members' neighbours fall at least `merge_fraction` in
+   another mode merges with it. This is done twice.
+
+Ordinary prompts of one topic stay apart: they are not closer than the typical
+nearest-neighbour distance, and their neighbours spread over many prompts rather than
+one mode.
 """
 
 from __future__ import annotations
@@ -20,24 +30,39 @@ from katdensity.density._duplicates import first_occurrence, regroup
 from katdensity.density.formula import neighbor_radii
 from katdensity.density.result import DensityResult
 
-__all__ = ["DEFAULT_RADIUS_FRACTION", "find_modes"]
+__all__ = ["DEFAULT_CLOSURE", "DEFAULT_MERGE_FRACTION", "DEFAULT_RADIUS_FRACTION", "find_modes"]
 
-DEFAULT_RADIUS_FRACTION = 0.7
+# Chosen with benchmarks/bench_density.py (see docs/density.md).
+DEFAULT_RADIUS_FRACTION = 0.65
+DEFAULT_CLOSURE = 0.75
+DEFAULT_MERGE_FRACTION = 0.4
+_CLOSURE_ROUNDS = 2
 
 
 def find_modes(
-    result: DensityResult, *, radius_fraction: float = DEFAULT_RADIUS_FRACTION
+    result: DensityResult,
+    *,
+    radius_fraction: float = DEFAULT_RADIUS_FRACTION,
+    closure: float = DEFAULT_CLOSURE,
+    merge_fraction: float = DEFAULT_MERGE_FRACTION,
 ) -> torch.Tensor:
-    """The mode of every row: its exact copies and mutual near-duplicates share a label.
+    """The mode of every row: its exact copies and near-duplicates share a label.
 
     Args:
         result: a density estimate; its neighbour graph is used, no new search is made.
-        radius_fraction: near-duplicates lie closer than this times the median
-            nearest-neighbour distance (default 0.7); smaller is stricter.
+        radius_fraction: a mode's core joins prompts closer than this times the median
+            nearest-neighbour distance (default 0.65); smaller is stricter.
+        closure: a prompt on its own joins a mode holding at least this share of its
+            nearest neighbours, in `(0, 1]` (default 0.75); larger is stricter.
+        merge_fraction: two modes merge when at least this share of one's neighbours lie
+            in the other, in `(0, 1]` (default 0.4); larger is stricter.
 
     Returns:
         `(N,)` int64 labels, numbered in order of first appearance; a row that is a prompt
             of its own has a label no other row has.
+
+    Raises:
+        InvalidInputError: an option out of its range.
 
     Example:
         >>> import torch
@@ -51,21 +76,47 @@ def find_modes(
         ([0, 0, 0, 1], 58)
     """
     fraction = check_real("radius_fraction", radius_fraction, low=0.0, low_open=True)
+    closure = check_real("closure", closure, low=0.0, high=1.0, low_open=True)
+    merge_fraction = check_real("merge_fraction", merge_fraction, low=0.0, high=1.0, low_open=True)
     n = len(result)
     distinct = torch.arange(n) if result.distinct_index is None else result.distinct_index
     n_distinct = int(distinct.max()) + 1
     # One row per distinct prompt: its first row holds that prompt's neighbours.
     first = first_occurrence(distinct, n_distinct)
     radii = neighbor_radii(result.neighbors)[first]
-    neighbour = distinct[result.neighbors.indices.to("cpu")[first]]
+    neighbour = distinct[result.neighbors.indices.to("cpu")[first]].numpy()
     positive = radii[:, 0][radii[:, 0] > 0]
     threshold = fraction * (float(positive.median()) if positive.numel() else 0.0)
     rows, columns = torch.nonzero(radii < threshold, as_tuple=True)
-    targets = neighbour[rows, columns]
-    edges = scipy.sparse.coo_matrix(
-        (np.ones(rows.numel()), (rows.numpy(), targets.numpy())), shape=(n_distinct, n_distinct)
-    ).tocsr()
-    mutual = edges.multiply(edges.T)
-    _, components = connected_components(mutual, directed=False)
-    labels = torch.from_numpy(components.astype(np.int64))[distinct]
-    return regroup(labels).inverse
+    labels = _components(n_distinct, rows.numpy(), neighbour[rows.numpy(), columns.numpy()])
+    for _ in range(_CLOSURE_ROUNDS):
+        labels = _join_closed(labels, neighbour, closure, merge_fraction)
+    return regroup(torch.from_numpy(labels.astype(np.int64))[distinct]).inverse
+
+
+def _components(n: int, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Connected components of the undirected graph with the given edges."""
+    edges = scipy.sparse.coo_matrix((np.ones(sources.size), (sources, targets)), shape=(n, n))
+    return connected_components(edges.tocsr(), directed=False)[1]
+
+
+def _join_closed(
+    labels: np.ndarray, neighbour: np.ndarray, closure: float, merge_fraction: float
+) -> np.ndarray:
+    """Join each part to a mode that holds enough of its members' neighbours."""
+    n_parts = int(labels.max()) + 1
+    size = np.bincount(labels, minlength=n_parts)
+    k = neighbour.shape[1]
+    # Neighbour edges between parts, summed: links[a, b] = edges from a's members into b.
+    links = (
+        scipy.sparse.coo_matrix(
+            (np.ones(neighbour.size), (np.repeat(labels, k), labels[neighbour.ravel()])),
+            shape=(n_parts, n_parts),
+        )
+        .tocsr()
+        .tocoo()
+    )
+    share = links.data / (size[links.row] * k)
+    needed = np.where(size[links.row] == 1, closure, merge_fraction)
+    join = (links.row != links.col) & (share >= needed) & (size[links.col] > 1)
+    return _components(n_parts, links.row[join], links.col[join])[labels]
