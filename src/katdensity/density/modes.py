@@ -97,7 +97,8 @@ def find_modes(
 def _components(n: int, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Connected components of the undirected graph with the given edges."""
     edges = scipy.sparse.coo_matrix((np.ones(sources.size), (sources, targets)), shape=(n, n))
-    return connected_components(edges.tocsr(), directed=False)[1]
+    labels: np.ndarray = connected_components(edges.tocsr(), directed=False)[1]
+    return labels
 
 
 def _join_closed(
@@ -119,4 +120,6 @@ def _join_closed(
     share = links.data / (size[links.row] * k)
     needed = np.where(size[links.row] == 1, closure, merge_fraction)
     join = (links.row != links.col) & (share >= needed) & (size[links.col] > 1)
-    return _components(n_parts, links.row[join], links.col[join])[labels]
+    parts = _components(n_parts, links.row[join], links.col[join])
+    joined: np.ndarray = parts[labels]
+    return joined
