@@ -45,3 +45,20 @@ def test_a_stricter_radius_finds_fewer_near_duplicates(generator: torch.Generato
     assert loose <= find_modes(result).unique().numel() <= strict
     with pytest.raises(InvalidInputError, match=r"radius_fraction should be a finite number > 0"):
         find_modes(result, radius_fraction=0.0)
+
+
+def test_stragglers_whose_neighbours_are_a_family_join_it(generator: torch.Generator) -> None:
+    points, family = _clusters(generator)
+    centre = points[family].mean(dim=0, keepdim=True)
+    # Far from the family's core (farther than spread points lie from each other), but
+    # nearer to it than to anything else: all their nearest neighbours are its members.
+    stragglers = centre + 1.5 * torch.randn(2, 64, generator=generator)
+    result = ExactKNNDensity(k=10, metric="euclidean").estimate(torch.cat([points, stragglers]))
+    labels = find_modes(result)
+    assert set(labels[217:].tolist()) == {int(labels[family[0]])}
+    assert labels[1:200].unique().numel() == 199  # spread points stay prompts of their own
+    # All ten neighbours of each straggler are family members: even closure 1.0 joins them.
+    strict = find_modes(result, closure=1.0)
+    assert set(strict[217:].tolist()) == {int(strict[family[0]])}
+    with pytest.raises(InvalidInputError, match=r"closure should be a finite number"):
+        find_modes(result, closure=1.01)
