@@ -147,6 +147,35 @@ def test_a_mode_weighs_at_most_one_median_prompt() -> None:
     )
 
 
+def test_a_capped_mode_is_shared_equally_by_its_prompts_and_their_copies() -> None:
+    # Prompts 0 and 1 are one mode, their densities unequal; prompt 1 has two copies.
+    log_density = torch.tensor([2.0, -1.0, -1.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 1, 1, 2, 3, 4])
+    modes = torch.tensor([0, 1, 1, 2, 3, 4])
+    modes[:3] = 0
+    weights = inverse_density_weights(
+        log_density, groups=groups, max_weight_ratio=None, min_ess_ratio=None, modes=modes
+    )
+    # Own log-densities: prompt 0 -> 2, prompt 1 -> -1 - log 2, the others 0, 0, 1; the
+    # median is 0, so the mode weighs 1, half per prompt, prompt 1's half split by copies.
+    raw = torch.tensor([0.5, 0.25, 0.25, 1.0, 1.0, math.exp(-1.0)], dtype=torch.float64)
+    torch.testing.assert_close(weights, raw / raw.sum())
+
+
+def test_modes_too_large_for_the_floor_are_tempered_to_meet_it() -> None:
+    # 30 of 40 prompts are one mode: as one prompt the set's distinct ESS would be about 11.
+    log_density = torch.zeros(40)
+    modes = torch.cat([torch.zeros(30, dtype=torch.int64), torch.arange(1, 11)])
+    capped = inverse_density_weights(log_density, min_ess_ratio=None, modes=modes)
+    assert effective_sample_size(capped) == pytest.approx(121 / (1 / 30 + 10), rel=1e-9)
+    floored = inverse_density_weights(log_density, min_ess_ratio=0.65, modes=modes)
+    assert effective_sample_size(floored) == pytest.approx(0.65 * 40, rel=1e-2)
+    assert effective_sample_size(floored) >= 0.65 * 40
+    # The mode still weighs less than its 30 prompts' uniform share, but more than one.
+    assert 1 / 11 < float(floored[:30].sum()) < 30 / 40
+    torch.testing.assert_close(floored[:30], floored[:30].mean().expand(30))
+
+
 def test_modes_must_keep_copies_together() -> None:
     with pytest.raises(InvalidInputError, match="every copy of a prompt the label"):
         inverse_density_weights(

@@ -67,9 +67,9 @@ def inverse_density_weights(
     1. `p_i ∝ exp(-beta * log_density_i)`, computed with a log-sum-exp so no density
        overflows: dense points get *lower* probability.
     2. Modes (with `modes`): a mode of two or more distinct prompts (a family of
-       near-duplicates, e.g. from [`find_modes`][katdensity.density.modes.find_modes])
-       weighs together at most what one prompt at the median density does; its members
-       keep their proportions.
+       near-duplicates, e.g. from [`find_modes`][katdensity.density.modes.find_modes]) is
+       one prompt reworded: it weighs what its members weigh together, at most what one
+       prompt at the median density does, and its distinct prompts share that equally.
     3. Cap: no prompt (with its copies) gets more than `max_weight_ratio / N`. The mass
        above the cap is redistributed over the uncapped prompts in proportion to their
        weight (water-filling), so an isolated outlier cannot take over the sample.
@@ -144,30 +144,42 @@ def weights_with_floor(
     own = log_density - log_copies
     mode_cap = None if modes is None else _ModeCap(own, labels, n_prompts, modes)
 
-    def at(strength: float) -> torch.Tensor:
+    def at(strength: float, mode_strength: float = 1.0) -> torch.Tensor:
         log_weights = -strength * own - log_copies
         if mode_cap is not None:
-            log_weights = mode_cap(log_weights, strength)
+            log_weights = mode_cap(log_weights, strength, mode_strength)
         probabilities = torch.softmax(log_weights, dim=0)
         return _cap_and_mix(probabilities, labels, n_prompts, ratio, uniform_mix)
 
+    def meets_floor(probabilities: torch.Tensor) -> bool:
+        return min_ess_ratio is None or (
+            _distinct_ess(probabilities, labels, n_prompts) >= min_ess_ratio * n_prompts
+        )
+
     probabilities = at(beta)
-    if min_ess_ratio is None or _distinct_ess(probabilities, labels, n_prompts) >= (
-        min_ess_ratio * n_prompts
-    ):
+    if meets_floor(probabilities):
         return probabilities, beta
-    used = _largest_strength(
-        lambda b: _distinct_ess(at(b), labels, n_prompts) >= min_ess_ratio * n_prompts, beta
-    )
+    assert min_ess_ratio is not None
+    used = _largest_strength(lambda b: meets_floor(at(b)), beta)
     logger.info(
         "strength beta %.3g -> %.3g to keep distinct ESS/N >= %.2f", beta, used, min_ess_ratio
     )
-    return at(used), used
+    probabilities = at(used)
+    if used > 0.0 or meets_floor(probabilities):
+        return probabilities, used
+    # Modes alone hold too much of the set to be one prompt each: temper their cap too.
+    mode_strength = _largest_strength(lambda m: meets_floor(at(0.0, m)), 1.0)
+    logger.info(
+        "mode cap strength 1 -> %.3g to keep distinct ESS/N >= %.2f", mode_strength, min_ess_ratio
+    )
+    return at(0.0, mode_strength), 0.0
 
 
 class _ModeCap:
-    """Scales each mode of two or more distinct prompts down to at most one median prompt's
-    weight; `own` is the log-density of a single copy of each row's prompt."""
+    """A mode of two or more distinct prompts is one prompt reworded: it weighs what its
+    members weigh together, at most one median prompt's weight, shared equally among its
+    distinct prompts (and each prompt's share among its copies). `own` is the log-density
+    of a single copy of each row's prompt."""
 
     def __init__(
         self,
@@ -183,17 +195,26 @@ class _ModeCap:
                 "modes should give every copy of a prompt the label of its prompt; "
                 "build them from the same DensityResult (e.g. with find_modes)"
             )
-        prompts = torch.bincount(self.modes[first], minlength=self.n_modes)
-        self.shared = prompts[self.modes] > 1  # rows in a mode of 2+ distinct prompts
+        prompts = torch.bincount(self.modes[first], minlength=self.n_modes)[self.modes]
+        copies = torch.bincount(labels, minlength=n_prompts)[labels]
+        self.shared = prompts > 1  # rows in a mode of 2+ distinct prompts
+        self.log_prompts = prompts.double().log()
+        self.log_share = -(prompts * copies).double().log()  # each row's share of its mode
         self.median = float(own[first].median())
 
-    def __call__(self, log_weights: torch.Tensor, strength: float) -> torch.Tensor:
+    def __call__(
+        self, log_weights: torch.Tensor, strength: float, mode_strength: float
+    ) -> torch.Tensor:
         top = float(log_weights.max())
         totals = torch.zeros(self.n_modes, dtype=torch.float64).index_add_(
             0, self.modes, torch.exp(log_weights - top)
         )
-        excess = (totals.log() + top)[self.modes] - (-strength * self.median)
-        return torch.where(self.shared & (excess > 0), log_weights - excess, log_weights)
+        log_totals = (totals.log() + top)[self.modes]
+        # At full mode strength a mode of m prompts weighs one median prompt; tempered,
+        # `m ** (1 - mode_strength)` of them: at 0 it weighs what its members do.
+        cap = -strength * self.median + (1.0 - mode_strength) * self.log_prompts
+        log_mode = torch.minimum(log_totals, cap)
+        return torch.where(self.shared, log_mode + self.log_share, log_weights)
 
 
 def _largest_strength(meets_floor: Callable[[float], bool], beta: float) -> float:

@@ -40,9 +40,12 @@ def test_a_stricter_radius_finds_fewer_near_duplicates(generator: torch.Generato
     points, _ = _clusters(generator)
     result = ExactKNNDensity(k=10, metric="euclidean").estimate(points)
     loose = find_modes(result, radius_fraction=1.0).unique().numel()
-    strict = find_modes(result, radius_fraction=1e-6).unique().numel()
+    strict = find_modes(result, radius_fraction=1e-6, closed_share=1.0).unique().numel()
     assert strict == 200 + 12  # only the exact copies merge
     assert loose <= find_modes(result).unique().numel() <= strict
+    # Without cores, the family is still found: its neighbourhoods are closed.
+    closed = find_modes(result, radius_fraction=1e-6)
+    assert closed.unique().numel() == 201
     with pytest.raises(InvalidInputError, match=r"radius_fraction should be a finite number > 0"):
         find_modes(result, radius_fraction=0.0)
 
@@ -62,3 +65,34 @@ def test_stragglers_whose_neighbours_are_a_family_join_it(generator: torch.Gener
     assert set(strict[217:].tolist()) == {int(strict[family[0]])}
     with pytest.raises(InvalidInputError, match=r"closure should be a finite number"):
         find_modes(result, closure=1.01)
+
+
+def test_a_closed_family_no_tighter_than_its_surroundings_is_one_mode(
+    generator: torch.Generator,
+) -> None:
+    spread = torch.randn(200, 64, generator=generator)
+    nearest = torch.cdist(spread, spread).fill_diagonal_(float("inf")).min(dim=1).values
+    # Ten rewrites, about the size of k, each pair ~0.75 of a typical nearest-neighbour
+    # distance apart: too loose for a core, but they are each other's neighbours.
+    spacing = 0.75 * float(nearest.median()) / (2 * 64) ** 0.5
+    family = 3 * torch.randn(1, 64, generator=generator) + spacing * torch.randn(
+        10, 64, generator=generator
+    )
+    result = ExactKNNDensity(k=10, metric="euclidean").estimate(torch.cat([spread, family]))
+    assert find_modes(result, closed_share=1.0)[200:].unique().numel() > 1  # no core
+    labels = find_modes(result)
+    assert labels[200:].unique().numel() == 1
+    assert labels[:200].unique().numel() == 200 and int(labels[200]) not in labels[:200]
+    with pytest.raises(InvalidInputError, match=r"closed_share should be a finite number"):
+        find_modes(result, closed_share=0.0)
+
+
+def test_a_family_does_not_join_a_mode_it_only_sees_from_afar() -> None:
+    from katdensity import HashingEmbedder
+
+    # Three prompts, each copied 20 times, and 40 templated prompts: with k=5, each of the
+    # three has two near neighbours (the other two) and three orthogonal ones in the template.
+    texts = [f"How do I cook rice number {i % 3}?" for i in range(60)]
+    texts += [f"unique prompt about topic {i} {'x' * i}" for i in range(40)]
+    labels = find_modes(ExactKNNDensity(k=5).estimate(HashingEmbedder().embed(texts)))
+    assert not set(labels[:60].tolist()) & set(labels[60:].tolist())

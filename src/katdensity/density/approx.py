@@ -35,8 +35,8 @@ class ApproxKNNDensity(KNNDensityEstimator):
         n_jobs: pynndescent threads (`-1` all cores).
         intrinsic_dim: exponent of the volume law; `None` estimates it.
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
-        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
-            for the plain k-NN estimate).
+        smoothing: log-density smoothing steps over the neighbour graph (default 0, the
+            plain k-NN estimate).
         progress: show pynndescent's progress lines on stderr; `None` shows them on a
             terminal for 20,000 points or more (see [`approx_knn`][katdensity.approx_knn]).
     """

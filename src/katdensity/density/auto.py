@@ -53,8 +53,8 @@ class AutoKNNDensity(KNNDensityEstimator):
         seed: random state of the approximate search.
         intrinsic_dim: exponent of the volume law; `None` estimates it.
         center: subtract the mean embedding first; `"auto"` for anisotropic sets.
-        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
-            for the plain k-NN estimate).
+        smoothing: log-density smoothing steps over the neighbour graph (default 0, the
+            plain k-NN estimate).
         progress: progress bar of the exact search, or pynndescent's progress lines for
             the approximate one; `None` shows them on a terminal for long searches.
         distributed: share the exact search among the `torch.distributed` processes, as

@@ -91,11 +91,12 @@ class KNNDensityEstimator(abc.ABC):
             dominated by a few topics, near 1 for causal-LM hidden states). It never centres
             for `"euclidean"`, whose distances do not change under a shift.
         smoothing: times the log-density is averaged over each point and its 5 nearest
-            neighbours (default 1; see
+            neighbours (default 0, the plain k-NN estimate; see
             [`smooth_over_neighbors`][katdensity.density.formula.smooth_over_neighbors]).
-            It lets the stragglers of a near-duplicate family, whose own k-th neighbour
-            looks ordinary, share the family's density. 0 gives the plain k-NN estimate;
-            more steps suppress families further and spread density over larger regions.
+            Steps let the stragglers of a near-duplicate family, whose own k-th neighbour
+            looks ordinary, share the family's density, but they also even out the
+            differences that diversify a sample; the default weighting caps families with
+            [`find_modes`][katdensity.density.modes.find_modes] instead.
     """
 
     # Progress display of the long stages (`None`: on a terminal for long runs); the

@@ -30,8 +30,8 @@ class ExactKNNDensity(KNNDensityEstimator):
         intrinsic_dim: exponent of the volume law; `None` estimates it (Levina-Bickel).
         center: subtract the mean embedding first; `"auto"` does so for anisotropic sets
             (see [`KNNDensityEstimator`][katdensity.density.estimator.KNNDensityEstimator]).
-        smoothing: log-density smoothing steps over the neighbour graph (default 1; 0
-            for the plain k-NN estimate).
+        smoothing: log-density smoothing steps over the neighbour graph (default 0, the
+            plain k-NN estimate).
         precision: `"float32"`, `"bfloat16"` (bf16 candidates re-scored in fp32), or `"auto"`
             (bf16 on CUDA; on CPU bf16 only where it is measured faster, see
             [`exact_knn`][katdensity.exact_knn]).

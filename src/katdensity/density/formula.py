@@ -22,7 +22,9 @@ the rest as ordinary prompts sit from each other, and their own k-th radius look
 Their nearest neighbours are still the family's members. Smoothing the log-density over the
 graph, each point averaged with its `SMOOTHING_WIDTH` nearest neighbours `smoothing` times,
 lets those stragglers inherit the family's density, while between ordinary prompts, whose
-neighbours are ordinary too, it only evens out noise of the estimate.
+neighbours are ordinary too, it evens out the estimate. The default is no smoothing: the
+default weighting finds families on the neighbour graph and caps them
+(`katdensity.density.modes`), and smoothing would cost the diversity gain on plain text.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ logger = logging.getLogger(__name__)
 _MIN_RADIUS_FRACTION = 1e-3
 # Each smoothing step averages a point with this many of its nearest neighbours.
 SMOOTHING_WIDTH = 5
-# Smoothing steps of the default estimators (benchmarks/bench_density.py chose it).
-DEFAULT_SMOOTHING = 1
+# Smoothing steps of the default estimators: none, since the mode cap treats families
+# (benchmarks/bench_density.py chose it).
+DEFAULT_SMOOTHING = 0
 
 
 def neighbor_radii(neighbors: Neighbors) -> torch.Tensor:
