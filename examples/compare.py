@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--preset",
         choices=list(EXPERIMENTS),
         default="cpu",
-        help="experiment size (default cpu: about 15 minutes on 2 cores)",
+        help="experiment size (default cpu: about 20 minutes on 2 cores)",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
     parser.add_argument("--bases", type=int, nargs="+", help="SFT seeds, one base model each")
