@@ -10,10 +10,12 @@ Primary endpoint, fixed before the run (`PRIMARY`): **collapse onto the common t
 rare held-out prompts**, the share of completions to a rare topic's held-out prompts that
 use a common topic's vocabulary and none of their own. It is judged by the difference
 density (the library's default weights) minus uniform, paired by GRPO seed within each
-base model, estimated per base and pooled over bases (the mean of the per-base estimates),
-± its standard error: below -2 SE supports the hypothesis, above +2 SE contradicts it,
-anything else is no detectable difference, and the minimal detectable effect (80% power,
-two-sided 5%) is stated beside it. Everything else is secondary.
+base model, estimated per base and pooled over bases (the mean of the per-base estimates,
+± its standard error from their spread over bases, since a rerun on another machine trains
+other base models). A two-sided 5% t test of the pooled estimate decides: significantly
+below 0 supports the hypothesis, above 0 contradicts it, anything else is no detectable
+difference, and the minimal detectable effect (80% power) is stated beside it. Everything
+else is secondary.
 
 1. For each base seed, train an SFT policy (examples/train_sft.py) with that seed.
 2. From each base, for each GRPO seed, run GRPO once per arm with everything equal (seed,
@@ -28,11 +30,13 @@ two-sided 5%) is stated beside it. Everything else is secondary.
    ESS/N, the sanity check that uniform GRPO over-trains the dense part, the secondary
    metrics and the draws per prompt group) and a plot beside it.
 
-    python -m examples.compare                  # --preset cpu: 3 bases x 5 seeds x 4 arms
-    python -m examples.compare --preset gpu     # larger models, 3 bases x 8 seeds, CUDA
+    python -m examples.compare                  # --preset cpu: 8 bases x 2 seeds x 4 arms
+    python -m examples.compare --preset gpu     # larger models, 8 bases x 4 seeds, CUDA
 
-`--preset cpu` (3 bases x 5 seeds x 4 arms, 24 samples per held-out prompt) takes about 20
-minutes on two CPU cores; `--preset smoke` is the test's.
+`--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes about 25
+minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
+beat few bases with many seeds: the effect varies more between base models than between
+the GRPO seeds of one (see `EXPERIMENTS`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import stats
 
 from examples import train_grpo, train_sft
 from examples.common import load_checkpoint, pad_batch, pick_device
@@ -103,20 +108,29 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "smoke": dict(stages="tiny", bases=[0], seeds=[0], samples=2, max_steps=2, grpo=[]),
     # lr 3e-4 (the stage preset has 1e-4): at 1e-4 uniform GRPO barely moves in 100 steps
     # and the sanity check fails; at 3e-4 it visibly over-trains the common topics.
+    # 8 bases x 2 seeds: two runs of 3 bases x 5 seeds (AVX-512 and AVX2 kernels) put the
+    # effect's SD between bases at about 0.043 and a seed pair's SD within a base at 0.068,
+    # so the pooled variance (0.043^2 + 0.068^2 / seeds) / bases is 0.00052 here against
+    # 0.00091 for 3 x 5, at about the same cost (an SFT run costs about 2.5 GRPO runs).
     "cpu": dict(
         stages="small",
-        bases=[0, 1, 2],
-        seeds=[0, 1, 2, 3, 4],
+        bases=list(range(8)),
+        seeds=[0, 1],
         samples=24,
         max_steps=None,
         grpo=["--lr", "3e-4"],
     ),
     "gpu": dict(
-        stages="medium", bases=[0, 1, 2], seeds=list(range(8)), samples=16, max_steps=None, grpo=[]
+        stages="medium",
+        bases=list(range(8)),
+        seeds=list(range(4)),
+        samples=16,
+        max_steps=None,
+        grpo=[],
     ),
 }
-# z(0.975) + z(0.8): a true effect of this many standard errors is detected 80% of the time.
-_DETECTABLE = 1.96 + 0.84
+# Two-sided 5% test, 80% power: the t quantiles behind `critical` and `detectable`.
+_ALPHA, _POWER = 0.05, 0.80
 
 
 def collapsed(response: str, topic: str) -> bool:
@@ -191,10 +205,24 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def pooled(estimates: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """The mean of per-base estimates and its standard error, from theirs."""
-    mean = statistics.fmean(m for m, _ in estimates)
-    return mean, math.sqrt(sum(se**2 for _, se in estimates)) / len(estimates)
+def pooled(per_base: Sequence[float]) -> tuple[float, float]:
+    """The mean of per-base estimates and its standard error from their spread over bases.
+
+    The base model is the unit of replication: a rerun on another machine trains other
+    base models, and the effect varies from base to base more than the GRPO seeds within
+    a base show. An SE from the seeds alone would be too small for that rerun.
+    """
+    return mean_se(per_base)
+
+
+def critical(n: int) -> float:
+    """How many standard errors a mean of `n` values must lie from 0 (two-sided t test)."""
+    return float(stats.t.ppf(1 - _ALPHA / 2, n - 1)) if n > 1 else math.nan
+
+
+def detectable(se: float, n: int) -> float:
+    """The true difference found beyond `critical(n)` SE 80% of the time, for a mean of `n`."""
+    return (critical(n) + float(stats.t.ppf(_POWER, n - 1))) * se if n > 1 else math.nan
 
 
 def fmt(mean: float, se: float, spec: str = "+.3f") -> str:
@@ -224,7 +252,15 @@ class Runs:
         return mean_se([b - a for a, b in pairs])
 
     def pooled_difference(self, key: str, arm: str, control: str = CONTROL) -> tuple[float, float]:
-        return pooled([self.difference(key, arm, b, control) for b in self.bases])
+        return pooled([self.difference(key, arm, b, control)[0] for b in self.bases])
+
+    def pair_spread(self, key: str, arm: str, control: str = CONTROL) -> float:
+        """SD over GRPO seeds of a pair's difference within a base, pooled over bases."""
+        variances = []
+        for base in self.bases:
+            pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
+            variances.append(statistics.variance([b - a for a, b in pairs]))
+        return math.sqrt(statistics.fmean(variances))
 
     def gain_over_base(self, key: str, arm: str, base: int) -> tuple[float, float]:
         return mean_se([v - self.base[base][key] for v in self.values(arm, key, base)])
@@ -244,23 +280,39 @@ class Runs:
         )
 
 
-def verdict(mean: float, se: float, better: str) -> str:
+def verdict(mean: float, se: float, n: int, better: str) -> str:
+    """The two-sided 5% t test of a mean of `n` per-base estimates against 0."""
     if math.isnan(se):
-        return "one seed: no standard error, no verdict"
-    if abs(mean) <= 2 * se:
-        return "no difference beyond 2 standard errors"
+        return "one base model: no standard error, no verdict"
+    t = critical(n)
+    if abs(mean) <= t * se:
+        return f"no difference beyond {t:.2f} standard errors (t test, {n - 1} df)"
     good = (mean > 0) == (better == "higher")
-    return f"density is {'better' if good else 'worse'} (beyond 2 standard errors)"
+    return f"density is {'better' if good else 'worse'} (beyond {t:.2f} standard errors)"
 
 
-def power(effect: float, se: float, pairs: int) -> str:
-    """How many pairs would detect an effect of the observed size 80% of the time."""
+def bases_needed(effect: float, spread: float, limit: int = 10_000) -> int | None:
+    """The fewest base models whose pooled test finds `effect` 80% of the time.
+
+    `spread` is the SD of the per-base estimates; None if even `limit` bases are too few.
+    """
+    if effect == 0.0 or math.isnan(spread):
+        return None
+    for n in range(2, limit + 1):
+        if detectable(spread / math.sqrt(n), n) <= abs(effect):
+            return n
+    return None
+
+
+def power(effect: float, se: float, n_bases: int, n_seeds: int) -> str:
+    """How many base models would detect an effect of the observed size 80% of the time."""
     if math.isnan(se) or effect == 0.0:
         return ""
-    needed = math.ceil(pairs * (_DETECTABLE * se / effect) ** 2)
+    needed = bases_needed(effect, se * math.sqrt(n_bases))
+    count = f"about {needed}" if needed is not None else "more than 10000"
     return (
         f"An effect of the observed size ({abs(effect):.3f}) would be detected 80% of the time "
-        f"with about {needed} seed pairs in all (this run has {pairs})."
+        f"with {count} base models of {n_seeds} GRPO seeds each (this run has {n_bases})."
     )
 
 
@@ -295,7 +347,7 @@ def write_plot(path: Path, runs: Runs) -> bool:
         right.errorbar(
             [runs.ess(arm.name)],
             [mean],
-            yerr=[0 if math.isnan(se) else 2 * se],
+            yerr=[0 if math.isnan(se) else critical(len(runs.bases)) * se],
             marker="o",
             capsize=3,
             color=f"C{number}",
@@ -304,7 +356,7 @@ def write_plot(path: Path, runs: Runs) -> bool:
     right.axhline(0, color="grey", lw=1, ls="--")
     right.set(
         xlabel="ESS/N of the weights",
-        ylabel=f"{key}: arm - uniform (± 2 SE)",
+        ylabel=f"{key}: arm - uniform (95% interval)",
         title="pooled over bases",
     )
     right.invert_xaxis()
@@ -325,7 +377,7 @@ def write_results(
     setup: dict[str, Any],
 ) -> None:
     key, label, better = PRIMARY
-    n_pairs = len(runs.seeds)
+    n_bases, n_seeds = len(runs.bases), len(runs.seeds)
     lines = [
         "# Does density-aware sampling reduce mode collapse in GRPO?",
         "",
@@ -344,9 +396,11 @@ def write_results(
         f"Fixed before the run (`compare.PRIMARY`): **{label}**, the share of completions to",
         "the held-out prompts of the four smallest topics that use a common topic's vocabulary",
         "and none of their own (lower is better). Compared: density (the library's default",
-        f"weights) minus uniform, paired by GRPO seed ({n_pairs} per base), per base and pooled",
-        "(the mean of the per-base estimates), ± standard error. Minimal detectable effect:",
-        "the true difference found beyond 2 SE 80% of the time with these standard errors.",
+        f"weights) minus uniform, paired by GRPO seed ({n_seeds} per base), per base and pooled",
+        f"over the {n_bases} base models (the mean of the per-base estimates, its standard error",
+        "from their spread: a rerun on another machine trains other base models). Judged by",
+        "a two-sided 5% t test of the pooled estimate; minimal detectable effect: the true",
+        "difference that test finds 80% of the time with these standard errors.",
         "",
         "<!-- --8<-- [start:primary] -->",
         "",
@@ -356,26 +410,28 @@ def write_results(
     estimates = []
     for base in runs.bases:
         mean, se = runs.difference(key, TREATMENT, base)
-        estimates.append((mean, se))
+        estimates.append(mean)
         lines.append(
             f"| {base} | {runs.base[base][key]:.3f} "
             f"| {fmt(*mean_se(runs.values(CONTROL, key, base)), '.3f')} "
             f"| {fmt(*mean_se(runs.values(TREATMENT, key, base)), '.3f')} | {fmt(mean, se)} "
-            f"| {_DETECTABLE * se:.3f} |"
+            f"| {detectable(se, n_seeds):.3f} |"
         )
     mean, se = pooled(estimates)
+    spread = se * math.sqrt(n_bases)
     lines += [
         f"| pooled | {statistics.fmean(runs.base[b][key] for b in runs.bases):.3f} "
         f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(TREATMENT, key):.3f} "
-        f"| **{fmt(mean, se)}** | {_DETECTABLE * se:.3f} |",
+        f"| **{fmt(mean, se)}** | {detectable(se, n_bases):.3f} |",
         "",
-        f"**Result: {verdict(mean, se, better)}.** {power(mean, se, len(runs.bases) * n_pairs)} "
-        "Per base: "
-        + "; ".join(
-            f"base {b}: {verdict(m, s, better)}"
-            for b, (m, s) in zip(runs.bases, estimates, strict=True)
-        )
-        + ".",
+        f"**Result: {verdict(mean, se, n_bases, better)}.** {power(mean, se, n_bases, n_seeds)}",
+        "",
+        f"The per-base estimates range from {min(estimates):+.3f} to {max(estimates):+.3f} "
+        f"(SD {spread:.3f}); within a base, one seed pair's difference varies with SD "
+        f"{runs.pair_spread(key, TREATMENT) if n_seeds > 1 else math.nan:.3f} over GRPO seeds. "
+        "Per base, a few seeds cannot tell a difference (the t test of "
+        f"{n_seeds} seed pairs needs {critical(n_seeds):.1f} SE); the pooled test is the one "
+        "that counts.",
         "",
         "<!-- --8<-- [end:primary] -->",
         "",
@@ -423,7 +479,7 @@ def write_results(
         ("rare/on_topic", "on topic, rare topics"),
         (key, label),
     ):
-        gain = pooled([runs.gain_over_base(metric, CONTROL, b) for b in runs.bases])
+        gain = pooled([runs.gain_over_base(metric, CONTROL, b)[0] for b in runs.bases])
         checks[metric] = gain
         lines.append(
             f"| {name} | {statistics.fmean(runs.base[b][metric] for b in runs.bases):.3f} "
@@ -432,16 +488,17 @@ def write_results(
     draws = Counter(train[i].topic for i in runs.draws(CONTROL))
     rare_share = sum(draws[t] for t in RARE) / sum(draws.values())
 
-    def moves(metric: str) -> str:
-        mean, se = checks[metric]
-        return f"{'raises' if mean > 2 * se else 'does not raise'} it ({fmt(mean, se)})"
+    rises = {metric: mean > critical(n_bases) * se for metric, (mean, se) in checks.items()}
 
-    rises = {metric: mean > 2 * se for metric, (mean, se) in checks.items()}
+    def moves(metric: str) -> str:
+        return f"{'raises' if rises[metric] else 'does not raise'} it ({fmt(*checks[metric])})"
+
     passed = rises[key] or (rises["common/on_topic"] and not rises["rare/on_topic"])
     lines += [
         "",
         f"Check **{'passed' if passed else 'not passed'}** (it passes when uniform GRPO raises "
-        "the collapse, or the common topics' on-topic share but not the rare ones'). Uniform "
+        "the collapse, or the common topics' on-topic share but not the rare ones', by the t "
+        f"test over bases: beyond {critical(n_bases):.2f} SE). Uniform "
         f"sampling gives the rare topics {rare_share:.1%} of the draws. On the common topics' "
         f"on-topic share uniform GRPO {moves('common/on_topic')}; on the rare topics' it "
         f"{moves('rare/on_topic')}; on the collapse onto the common topics it {moves(key)}.",
@@ -451,7 +508,7 @@ def write_results(
         "## Secondary metrics",
         "",
         "Mean over bases and seeds; the differences are density (default) minus uniform,",
-        "pooled over bases ± SE. About ten comparisons: one beyond 2 SE is expected by chance.",
+        "pooled over bases ± SE. About ten comparisons: one may pass a 5% test by chance.",
         "",
         "<!-- --8<-- [start:secondary] -->",
         "",
@@ -518,7 +575,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--preset",
         choices=list(EXPERIMENTS),
         default="cpu",
-        help="experiment size (default cpu: about 20 minutes on 2 cores)",
+        help="experiment size (default cpu: about 25 minutes on 2 cores)",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
     parser.add_argument("--bases", type=int, nargs="+", help="SFT seeds, one base model each")

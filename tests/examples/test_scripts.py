@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_grpo_with_the_learned_reward_model(tiny_base: tuple[Path, Path], tmp_pa
 
 def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> None:
     results = compare.main([
-        "--preset", "smoke", "--device", "cpu", "--seeds", "0", "1",
+        "--preset", "smoke", "--device", "cpu", "--bases", "0", "1", "--seeds", "0", "1",
         "--out-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "RESULTS.md"),
     ])  # fmt: skip
     text = results.read_text()
@@ -113,6 +114,7 @@ def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> No
                    "python -m examples.compare --preset smoke"):  # fmt: skip
         assert needle in text
     assert "± " in text  # two seeds: a spread
+    assert "(t test, 1 df)" in text or "beyond 12.71 standard errors" in text  # two bases
 
 
 def test_collapse_means_answering_with_a_common_topic() -> None:
@@ -124,7 +126,28 @@ def test_collapse_means_answering_with_a_common_topic() -> None:
     assert not compare.collapsed("nothing here at all.", rare)  # off topic, but not collapsed
 
 
-def test_pooled_standard_errors() -> None:
+def test_pooled_standard_error_comes_from_the_spread_over_bases() -> None:
     assert compare.mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
-    # Two bases: the mean of the estimates, SE sqrt(0.3^2 + 0.4^2) / 2 = 0.25.
-    assert compare.pooled([(1.0, 0.3), (2.0, 0.4)]) == pytest.approx((1.5, 0.25))
+    # Three per-base estimates: their mean, and SD 1 / sqrt(3), however tight each one was.
+    assert compare.pooled([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
+
+
+def test_t_test_thresholds_and_power() -> None:
+    # t table: t(0.975, 7 df) = 2.3646, t(0.8, 7 df) = 0.8960.
+    assert compare.critical(8) == pytest.approx(2.3646, abs=1e-4)
+    assert compare.detectable(0.01, 8) == pytest.approx(0.032606, abs=1e-5)
+    assert math.isnan(compare.critical(1))
+    # Effect 0.03, per-base SD 0.05: (t(.975, n-1) + t(.8, n-1)) / sqrt(n) <= 0.6 first at
+    # n = 24 (2.0687 + 0.8575) / sqrt(24) = 0.597; n = 23 gives 0.611.
+    assert compare.bases_needed(0.03, 0.05) == 24
+    assert compare.bases_needed(1e-6, 1.0) is None
+
+
+def test_verdict_needs_the_t_threshold_not_two_standard_errors() -> None:
+    # 8 bases: 2.2 SE is not enough (the threshold is 2.36), 2.5 SE is.
+    assert compare.verdict(-0.022, 0.01, 8, "lower").startswith("no difference beyond 2.36")
+    assert compare.verdict(-0.025, 0.01, 8, "lower") == (
+        "density is better (beyond 2.36 standard errors)"
+    )
+    assert compare.verdict(-0.025, 0.01, 8, "higher").startswith("density is worse")
+    assert compare.verdict(0.5, math.nan, 1, "lower").startswith("one base model")
