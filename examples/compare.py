@@ -661,6 +661,8 @@ def main(argv: list[str] | None = None) -> Path:
     plot = path.with_name(path.stem.lower() + ".png")
     has_plot = write_plot(plot, runs)
     command = "python -m examples.compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    if "ATEN_CPU_CAPABILITY" in os.environ:  # it changes the kernels, and so the base models
+        command = f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} {command}"
     setup = {
         "summary": (
             f"preset `{args.preset}` (stage preset `{experiment['stages']}`), "
@@ -671,7 +673,8 @@ def main(argv: list[str] | None = None) -> Path:
         ),
         "machine": (
             f"{platform.machine()} ({_cpu_model()}), {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, device {device}, {args.jobs} parallel run(s), "
+            f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} CPU kernels), "
+            f"device {device}, {args.jobs} parallel run(s), "
             f"load average {load_before:.1f} when it started"
         ),
         "minutes": (time.time() - start) / 60,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from examples import compare, data, train_grpo
+from examples import compare, data, pool, train_grpo
 from examples.common import load_checkpoint
 from examples.train_rm import load_reward_model
 
@@ -115,6 +115,7 @@ def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> No
         assert needle in text
     assert "± " in text  # two seeds: a spread
     assert "(t test, 1 df)" in text or "beyond 12.71 standard errors" in text  # two bases
+    assert len(pool.per_base_estimates(text)) == 2  # examples.pool reads what compare writes
 
 
 def test_collapse_means_answering_with_a_common_topic() -> None:
@@ -151,3 +152,40 @@ def test_verdict_needs_the_t_threshold_not_two_standard_errors() -> None:
     )
     assert compare.verdict(-0.025, 0.01, 8, "higher").startswith("density is worse")
     assert compare.verdict(0.5, math.nan, 1, "lower").startswith("one base model")
+
+
+def _report(*estimates: str) -> str:
+    rows = "".join(
+        f"| {b} | 0.5 | 0.5 ± 0.1 | 0.5 ± 0.1 | {e} | 0.1 |\n" for b, e in enumerate(estimates)
+    )
+    return (
+        "# Report\n<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | density "
+        "| density − uniform | minimal detectable |\n|---|---|---|---|---|---|\n"
+        f"{rows}| pooled | 0.5 | 0.5 | 0.5 | **+0.000 ± 0.100** | 0.3 |\n\n"
+        "<!-- --8<-- [end:primary] -->\n"
+    )
+
+
+def test_pool_reads_every_base_row_and_pools_over_all_bases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    first.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
+    second.write_text(_report("+0.300 ± 0.010"))
+    assert pool.per_base_estimates(first.read_text()) == [0.1, -0.1]
+    # Three bases 0.1, -0.1, 0.3: mean 0.1, SD 0.2, SE 0.2 / sqrt(3); the row SEs do not count.
+    mean, se = pool.main([str(first), str(second)])
+    assert (mean, se) == pytest.approx((0.1, 0.2 / 3**0.5))
+    assert "| pooled | 3 | **+0.100 ± 0.115** |" in capsys.readouterr().out
+
+
+def test_pool_refuses_what_is_not_a_report_and_a_report_twice(tmp_path: Path) -> None:
+    report, other = tmp_path / "a.md", tmp_path / "notes.md"
+    report.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
+    other.write_text("# Notes\nno table here\n")
+    with pytest.raises(pool.ReportError, match="no primary table"):
+        pool.per_base_estimates(other.read_text(), "notes.md")
+    for argv in ([str(report), str(report)], [str(other)], [str(tmp_path / "missing.md")]):
+        with pytest.raises(SystemExit) as exit_info:
+            pool.main(argv)
+        assert exit_info.value.code == 2
