@@ -31,7 +31,7 @@ else is secondary.
    metrics and the draws per prompt group) and a plot beside it.
 
     python -m examples.compare                  # --preset cpu: 8 bases x 2 seeds x 4 arms
-    python -m examples.compare --preset gpu     # larger models, 8 bases x 4 seeds, CUDA
+    python -m examples.compare --preset gpu     # larger models, 24 bases x 2 seeds, CUDA
 
 `--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes about 25
 minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
@@ -122,8 +122,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     ),
     "gpu": dict(
         stages="medium",
-        bases=list(range(8)),
-        seeds=list(range(4)),
+        bases=list(range(24)),
+        seeds=[0, 1],
         samples=16,
         max_steps=None,
         grpo=[],
