@@ -131,6 +131,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 }
 # Two-sided 5% test, 80% power: the t quantiles behind `critical` and `detectable`.
 _ALPHA, _POWER = 0.05, 0.80
+# `bases_needed` looks no further than this many base models.
+MAX_BASES = 10_000
 
 
 def collapsed(response: str, topic: str) -> bool:
@@ -244,23 +246,29 @@ class Runs:
     def values(self, arm: str, key: str, base: int) -> list[float]:
         return [self.results[(arm, base, s)]["metrics"][key] for s in self.seeds]
 
+    def pair_differences(
+        self, key: str, arm: str, base: int, control: str = CONTROL
+    ) -> list[float]:
+        """`arm` minus `control` on `key`, one per GRPO seed within `base`."""
+        pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
+        return [b - a for a, b in pairs]
+
     def difference(
         self, key: str, arm: str, base: int, control: str = CONTROL
     ) -> tuple[float, float]:
         """`arm` minus `control` on `key`, paired by seed within `base`: mean ± SE."""
-        pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
-        return mean_se([b - a for a, b in pairs])
+        return mean_se(self.pair_differences(key, arm, base, control))
 
     def pooled_difference(self, key: str, arm: str, control: str = CONTROL) -> tuple[float, float]:
         return pooled([self.difference(key, arm, b, control)[0] for b in self.bases])
 
     def pair_spread(self, key: str, arm: str, control: str = CONTROL) -> float:
         """SD over GRPO seeds of a pair's difference within a base, pooled over bases."""
-        variances = []
-        for base in self.bases:
-            pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
-            variances.append(statistics.variance([b - a for a, b in pairs]))
-        return math.sqrt(statistics.fmean(variances))
+        return math.sqrt(
+            statistics.fmean(
+                statistics.variance(self.pair_differences(key, arm, b, control)) for b in self.bases
+            )
+        )
 
     def gain_over_base(self, key: str, arm: str, base: int) -> tuple[float, float]:
         return mean_se([v - self.base[base][key] for v in self.values(arm, key, base)])
@@ -291,14 +299,14 @@ def verdict(mean: float, se: float, n: int, better: str) -> str:
     return f"density is {'better' if good else 'worse'} (beyond {t:.2f} standard errors)"
 
 
-def bases_needed(effect: float, spread: float, limit: int = 10_000) -> int | None:
+def bases_needed(effect: float, spread: float) -> int | None:
     """The fewest base models whose pooled test finds `effect` 80% of the time.
 
-    `spread` is the SD of the per-base estimates; None if even `limit` bases are too few.
+    `spread` is the SD of the per-base estimates; None if even `MAX_BASES` are too few.
     """
     if effect == 0.0 or math.isnan(spread):
         return None
-    for n in range(2, limit + 1):
+    for n in range(2, MAX_BASES + 1):
         if detectable(spread / math.sqrt(n), n) <= abs(effect):
             return n
     return None
@@ -309,7 +317,7 @@ def power(effect: float, se: float, n_bases: int, n_seeds: int) -> str:
     if math.isnan(se) or effect == 0.0:
         return ""
     needed = bases_needed(effect, se * math.sqrt(n_bases))
-    count = f"about {needed}" if needed is not None else "more than 10000"
+    count = f"about {needed}" if needed is not None else f"more than {MAX_BASES}"
     return (
         f"An effect of the observed size ({abs(effect):.3f}) would be detected 80% of the time "
         f"with {count} base models of {n_seeds} GRPO seeds each (this run has {n_bases})."

@@ -18,7 +18,15 @@ import argparse
 import math
 from pathlib import Path
 
-from examples.compare import PRIMARY, bases_needed, detectable, fmt, pooled, verdict
+from examples.compare import (
+    MAX_BASES,
+    PRIMARY,
+    bases_needed,
+    detectable,
+    fmt,
+    pooled,
+    verdict,
+)
 
 _START, _END = "<!-- --8<-- [start:primary] -->", "<!-- --8<-- [end:primary] -->"
 
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     print(
         f"{PRIMARY[1]}: {verdict(mean, se, n, PRIMARY[2])}; minimal detectable "
         f"{detectable(se, n):.3f}; an effect of the observed size needs about "
-        f"{needed if needed is not None else 'more than 10000'} base models."
+        f"{needed if needed is not None else f'more than {MAX_BASES}'} base models."
     )
     return mean, se
 
