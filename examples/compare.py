@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> Path:
         "machine": (
             f"{platform.machine()} ({_cpu_model()}), {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} CPU kernels), "
-            f"device {device}, {args.jobs} parallel run(s), "
+            f"device {_device_name(device)}, {args.jobs} parallel run(s), "
             f"load average {load_before:.1f} when it started"
         ),
         "minutes": (time.time() - start) / 60,
@@ -704,6 +704,13 @@ def _train_base(argv: list[str], log: str, threads: int) -> Path:
     torch.set_num_threads(threads)
     with open(log, "w") as f, contextlib.redirect_stdout(f):
         return train_sft.main(argv)
+
+
+def _device_name(device: torch.device) -> str:
+    """The device, with the GPU's name: another GPU trains other base models."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _cpu_model() -> str:

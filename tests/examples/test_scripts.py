@@ -115,7 +115,7 @@ def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> No
         assert needle in text
     assert "± " in text  # two seeds: a spread
     assert "(t test, 1 df)" in text or "beyond 12.71 standard errors" in text  # two bases
-    assert len(pool.per_base_estimates(text)) == 2  # examples.pool reads what compare writes
+    assert list(pool.parse_report(text).estimates) == [0, 1]  # what examples.pool reads
 
 
 def test_collapse_means_answering_with_a_common_topic() -> None:
@@ -154,12 +154,16 @@ def test_verdict_needs_the_t_threshold_not_two_standard_errors() -> None:
     assert compare.verdict(0.5, math.nan, 1, "lower").startswith("one base model")
 
 
-def _report(*estimates: str) -> str:
+def _report(*estimates: str, first_base: int = 0, kernels: str = "AVX512", steps: int = 100) -> str:
     rows = "".join(
-        f"| {b} | 0.5 | 0.5 ± 0.1 | 0.5 ± 0.1 | {e} | 0.1 |\n" for b, e in enumerate(estimates)
+        f"| {b} | 0.5 | 0.5 ± 0.1 | 0.5 ± 0.1 | {e} | 0.1 |\n"
+        for b, e in enumerate(estimates, start=first_base)
     )
     return (
-        "# Report\n<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | density "
+        f"# Report\n\nSetup: preset `cpu`, {len(estimates)} base models × 2 GRPO seeds × 4 arms, "
+        f"{steps} GRPO steps per run.\n\nMachine: x86_64 (AMD EPYC), 2 torch threads, torch "
+        f"2.13.0+cpu ({kernels} CPU kernels), device cpu, 2 parallel run(s); wall time 1 minutes.\n"
+        "<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | density "
         "| density − uniform | minimal detectable |\n|---|---|---|---|---|---|\n"
         f"{rows}| pooled | 0.5 | 0.5 | 0.5 | **+0.000 ± 0.100** | 0.3 |\n\n"
         "<!-- --8<-- [end:primary] -->\n"
@@ -171,21 +175,56 @@ def test_pool_reads_every_base_row_and_pools_over_all_bases(
 ) -> None:
     first, second = tmp_path / "a.md", tmp_path / "b.md"
     first.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
-    second.write_text(_report("+0.300 ± 0.010"))
-    assert pool.per_base_estimates(first.read_text()) == [0.1, -0.1]
+    second.write_text(_report("+0.300 ± 0.010", first_base=2))
+    report = pool.parse_report(first.read_text(), "a.md")
+    assert report.estimates == {0: 0.1, 1: -0.1}
+    assert report.machine == "AMD EPYC, AVX512 kernels, device cpu"
     # Three bases 0.1, -0.1, 0.3: mean 0.1, SD 0.2, SE 0.2 / sqrt(3); the row SEs do not count.
     mean, se = pool.main([str(first), str(second)])
     assert (mean, se) == pytest.approx((0.1, 0.2 / 3**0.5))
-    assert "| pooled | 3 | **+0.100 ± 0.115** |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| pooled | | 3 | **+0.100 ± 0.115** |" in out
+    assert "machines agree" not in out  # one machine: nothing to compare
 
 
-def test_pool_refuses_what_is_not_a_report_and_a_report_twice(tmp_path: Path) -> None:
+def test_pool_compares_the_verdicts_of_machines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lower = ("-0.050 ± 0.01", "-0.060 ± 0.01", "-0.040 ± 0.01")  # mean -0.05, SE 0.0058
+    mixed = ("-0.050 ± 0.01", "+0.050 ± 0.01", "+0.000 ± 0.01")  # mean 0, no verdict
+    for second, agreement in (
+        (lower, "The 2 machines agree: density is better."),
+        (mixed, "The 2 machines disagree: density is better; no difference."),
+    ):
+        (tmp_path / "a.md").write_text(_report(*lower))
+        # The same base seeds on other kernels: other models.
+        (tmp_path / "b.md").write_text(_report(*second, kernels="AVX2"))
+        pool.main([str(tmp_path / "a.md"), str(tmp_path / "b.md")])
+        out = capsys.readouterr().out
+        assert "| AMD EPYC, AVX2 kernels, device cpu | 3 |" in out
+        assert agreement in out
+
+
+def test_pool_refuses_what_is_not_a_report_and_a_model_twice(tmp_path: Path) -> None:
     report, other = tmp_path / "a.md", tmp_path / "notes.md"
     report.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
     other.write_text("# Notes\nno table here\n")
     with pytest.raises(pool.ReportError, match="no primary table"):
         pool.per_base_estimates(other.read_text(), "notes.md")
-    for argv in ([str(report), str(report)], [str(other)], [str(tmp_path / "missing.md")]):
+    rerun, longer = tmp_path / "rerun.md", tmp_path / "longer.md"
+    rerun.write_text(_report("+0.200 ± 0.020", first_base=1))  # base 1 again, same machine
+    longer.write_text(_report("+0.200 ± 0.020", first_base=5, steps=200))
+    reports = [pool.parse_report(p.read_text(), p.name) for p in (report, rerun, longer)]
+    with pytest.raises(pool.ReportError, match=r"base 1 on AMD EPYC.* both a\.md and rerun\.md"):
+        pool.check_poolable(reports[:2])
+    with pytest.raises(pool.ReportError, match=r"longer\.md and a\.md ran different setups"):
+        pool.check_poolable([reports[0], reports[2]])
+    for argv in (
+        [str(report), str(report)],
+        [str(other)],
+        [str(tmp_path / "missing.md")],
+        [str(report), str(rerun)],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             pool.main(argv)
         assert exit_info.value.code == 2
