@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from examples.compare import (
 )
 
 _START, _END = "<!-- --8<-- [start:primary] -->", "<!-- --8<-- [end:primary] -->"
+_POOLED_START, _POOLED_END = "<!-- --8<-- [start:pooled] -->", "<!-- --8<-- [end:pooled] -->"
 _MACHINE = re.compile(
     r"^Machine: \S+ \((?P<cpu>[^)]*)\), .*\((?P<kernels>\w+) CPU kernels\), "
     r"device (?P<device>[^,;]+),",
@@ -125,6 +127,44 @@ def _conclusion(text: str) -> str:
     return re.split(r" \(| beyond|:", text)[0]
 
 
+def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
+    """The pooled tables and verdicts in Markdown, with the pooled estimate and its SE."""
+    lines = ["| report | machine | bases | density − uniform |", "|---|---|---|---|"]
+    for report in reports:
+        values = list(report.estimates.values())
+        lines.append(
+            f"| {report.name} | {report.machine} | {len(values)} | {fmt(*pooled(values))} |"
+        )
+    by_machine: dict[str, list[float]] = {}
+    for report in reports:
+        by_machine.setdefault(report.machine, []).extend(report.estimates.values())
+    everything = [e for values in by_machine.values() for e in values]
+    mean, se, overall = _outcome(everything)
+    n = len(everything)
+    lines += [f"| pooled | | {n} | **{fmt(mean, se)}** |", ""]
+
+    if len(by_machine) > 1:
+        lines += ["| machine | bases | density − uniform | verdict |", "|---|---|---|---|"]
+        conclusions = set()
+        for machine, values in by_machine.items():
+            m, s, text = _outcome(values)
+            conclusions.add(_conclusion(text))
+            lines.append(f"| {machine} | {len(values)} | {fmt(m, s)} | {text} |")
+        agreement = "agree" if len(conclusions) == 1 else "disagree"
+        lines += [
+            "",
+            f"The {len(by_machine)} machines {agreement}: {'; '.join(sorted(conclusions))}.",
+            "",
+        ]
+    needed = bases_needed(mean, se * math.sqrt(n))
+    lines.append(
+        f"{PRIMARY[1].capitalize()}, all {n} base models: {overall}; minimal detectable "
+        f"{detectable(se, n):.3f}; an effect of the observed size needs about "
+        f"{needed if needed is not None else f'more than {MAX_BASES}'} base models."
+    )
+    return "\n".join(lines) + "\n", mean, se
+
+
 def main(argv: list[str] | None = None) -> tuple[float, float]:
     parser = argparse.ArgumentParser(
         prog="python -m examples.pool",
@@ -132,6 +172,9 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("reports", nargs="+", type=Path, help="RESULTS.md files of compare")
+    parser.add_argument(
+        "--out", type=Path, help="also write the tables here, as Markdown with this command"
+    )
     args = parser.parse_args(argv)
     if len(set(map(Path.resolve, args.reports))) != len(args.reports):
         parser.error("a report is given twice: its base models would count twice")
@@ -140,34 +183,22 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
         check_poolable(reports)
     except (OSError, UnicodeDecodeError, ReportError) as error:
         parser.error(str(error))
-
-    print("| report | machine | bases | density − uniform |\n|---|---|---|---|")
-    for report in reports:
-        values = list(report.estimates.values())
-        print(f"| {report.name} | {report.machine} | {len(values)} | {fmt(*pooled(values))} |")
-    by_machine: dict[str, list[float]] = {}
-    for report in reports:
-        by_machine.setdefault(report.machine, []).extend(report.estimates.values())
-    everything = [e for values in by_machine.values() for e in values]
-    mean, se, overall = _outcome(everything)
-    n = len(everything)
-    print(f"| pooled | | {n} | **{fmt(mean, se)}** |\n")
-
-    if len(by_machine) > 1:
-        print("| machine | bases | density − uniform | verdict |\n|---|---|---|---|")
-        conclusions = set()
-        for machine, values in by_machine.items():
-            m, s, text = _outcome(values)
-            conclusions.add(_conclusion(text))
-            print(f"| {machine} | {len(values)} | {fmt(m, s)} | {text} |")
-        agreement = "agree" if len(conclusions) == 1 else "disagree"
-        print(f"\nThe {len(by_machine)} machines {agreement}: {'; '.join(sorted(conclusions))}.\n")
-    needed = bases_needed(mean, se * math.sqrt(n))
-    print(
-        f"{PRIMARY[1]}: {overall}; minimal detectable "
-        f"{detectable(se, n):.3f}; an effect of the observed size needs about "
-        f"{needed if needed is not None else f'more than {MAX_BASES}'} base models."
-    )
+    text, mean, se = summary(reports)
+    print(text, end="")
+    if args.out is not None:
+        command = "python -m examples.pool " + " ".join(sys.argv[1:] if argv is None else argv)
+        document = (
+            "# The primary endpoint, pooled over several compare reports\n\n"
+            f"Generated by `examples/pool.py`:\n\n```bash\n{command}\n```\n\n"
+            f"{_POOLED_START}\n\n{text}\n{_POOLED_END}\n"
+        )
+        partial = args.out.with_name(args.out.name + ".partial")
+        try:
+            partial.write_text(document, encoding="utf-8")
+            partial.replace(args.out)  # no half-written report, even if interrupted
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            parser.error(f"cannot write {args.out}: {error}")
     return mean, se
 
 

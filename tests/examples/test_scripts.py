@@ -185,6 +185,13 @@ def test_pool_reads_every_base_row_and_pools_over_all_bases(
     out = capsys.readouterr().out
     assert "| pooled | | 3 | **+0.100 ± 0.115** |" in out
     assert "machines agree" not in out  # one machine: nothing to compare
+    written = tmp_path / "POOLED.md"
+    pool.main([str(first), str(second), "--out", str(written)])
+    document = written.read_text()
+    assert f"python -m examples.pool {first} {second} --out {written}" in document
+    assert capsys.readouterr().out in document  # the tables it printed, under the command
+    with pytest.raises(pool.ReportError, match="no primary table"):
+        pool.parse_report(document)  # a pooled summary is not a report to pool again
 
 
 def test_pool_compares_the_verdicts_of_machines(
