@@ -32,6 +32,8 @@ else is secondary.
 
     python -m examples.compare                  # --preset cpu: 8 bases x 2 seeds x 4 arms
     python -m examples.compare --preset gpu     # larger models, 24 bases x 2 seeds, CUDA
+    python -m examples.compare --bases 8 9 10 11 12 13 14 15 --results RESULTS-bases8-15.md
+    python -m examples.pool RESULTS-*.md        # every report's base models, pooled
 
 `--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes about 25
 minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
@@ -598,7 +600,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--out-dir", default="runs/compare", help="checkpoints and logs")
     parser.add_argument(
-        "--results", default="examples/RESULTS.md", help="the report; the plot goes beside it"
+        "--results", help="the report (default: RESULTS.md in --out-dir); the plot goes beside it"
     )
     args = parser.parse_args(argv)
     experiment = EXPERIMENTS[args.preset]
@@ -664,7 +666,7 @@ def main(argv: list[str] | None = None) -> Path:
         base_metrics[base] = evaluate(reference, reference, heldout, **evaluation)
     runs = Runs(results, bases, seeds, base_metrics)
 
-    path = Path(args.results)
+    path = Path(args.results) if args.results else out / "RESULTS.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     plot = path.with_name(path.stem.lower() + ".png")
     has_plot = write_plot(plot, runs)

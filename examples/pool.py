@@ -6,12 +6,14 @@ hold different base models, so their rows are independent draws of the same quan
 pooled, they give one estimate with the standard error from the spread over all bases and
 the same two-sided 5% t test that `compare` applies to one report.
 
-    python -m examples.pool examples/RESULTS*.md
+    python -m examples.pool examples/RESULTS-*.md --out examples/RESULTS.md
 
 The reports are also pooled per machine (its CPU, its kernels and its device, as the
 report's Machine line names them), and the verdicts compared: the experiment's conclusion
-holds only if every machine reaches it. The same base seed on the same machine trains the
-same model twice, so such a pair of rows is refused, as are reports of different setups.
+holds only if every machine reaches it. The sanity check is pooled the same way: uniform
+GRPO minus its base model on the endpoint, from the same rows. The same base seed on the
+same machine trains the same model twice, so such a pair of rows is refused, as are
+reports of different setups.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from examples.compare import (
 )
 
 _START, _END = "<!-- --8<-- [start:primary] -->", "<!-- --8<-- [end:primary] -->"
-_POOLED_START, _POOLED_END = "<!-- --8<-- [start:pooled] -->", "<!-- --8<-- [end:pooled] -->"
 _MACHINE = re.compile(
     r"^Machine: \S+ \((?P<cpu>[^)]*)\), .*\((?P<kernels>\w+) CPU kernels\), "
     r"device (?P<device>[^,;]+),",
     re.MULTILINE,
 )
 _SETUP = re.compile(r"^Setup: (?P<setup>.*)$", re.MULTILINE)
+_COMMAND = re.compile(r"^```bash\n(?P<command>.*)\n```$", re.MULTILINE)
 _BASE_COUNT = re.compile(r"\d+ base models × ")
 
 
@@ -50,51 +52,81 @@ class ReportError(ValueError):
 
 
 @dataclass(frozen=True)
+class BaseRow:
+    """One base model's row of a report's primary table (means over its GRPO seeds)."""
+
+    base_model: float
+    uniform: float
+    density: float
+    difference: str  # density − uniform ± its SE over seed pairs, as the report wrote it
+
+    @property
+    def estimate(self) -> float:
+        return float(self.difference.split("±")[0])
+
+
+@dataclass(frozen=True)
 class Report:
     """The primary endpoint of one compare report.
 
     Attributes:
         name: where it was read from.
+        command: the command that wrote it.
         setup: the experiment, as the report's Setup line states it, less the base count.
         machine: the CPU, its kernels and the device that trained the base models.
-        estimates: density − uniform per base seed.
+        rows: the primary table's row of every base seed.
     """
 
     name: str
+    command: str
     setup: str
     machine: str
-    estimates: dict[int, float]
+    rows: dict[int, BaseRow]
+
+    @property
+    def estimates(self) -> dict[int, float]:
+        """density − uniform per base seed."""
+        return {base: row.estimate for base, row in self.rows.items()}
 
 
-def per_base_estimates(text: str, name: str = "report") -> dict[int, float]:
-    """The `density − uniform` estimate of every base row of a report's primary table."""
+def _mean(cell: str) -> float:
+    return float(cell.split("±")[0])
+
+
+def primary_rows(text: str, name: str = "report") -> dict[int, BaseRow]:
+    """Every base row of a report's primary table."""
     if _START not in text or _END not in text:
-        raise ReportError(f"{name}: no primary table; pass a RESULTS.md written by compare")
+        raise ReportError(f"{name}: no primary table; pass a RESULTS-*.md written by compare")
     table = text.split(_START, 1)[1].split(_END, 1)[0]
-    estimates = {}
+    rows = {}
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 6 and cells[0].isdigit():
             try:
-                estimates[int(cells[0])] = float(cells[4].split("±")[0])
+                row = BaseRow(_mean(cells[1]), _mean(cells[2]), _mean(cells[3]), cells[4])
+                row.estimate  # noqa: B018  (parse it now, not when pooling)
             except ValueError:
-                raise ReportError(f"{name}: base {cells[0]} has no estimate") from None
-    if not estimates:
+                raise ReportError(f"{name}: base {cells[0]}'s row has no numbers") from None
+            rows[int(cells[0])] = row
+    if not rows:
         raise ReportError(f"{name}: the primary table has no per-base rows")
-    return estimates
+    return rows
 
 
 def parse_report(text: str, name: str = "report") -> Report:
-    """A report's setup, machine and per-base estimates."""
-    estimates = per_base_estimates(text, name)
-    setup, machine = _SETUP.search(text), _MACHINE.search(text)
-    if setup is None or machine is None:
-        raise ReportError(f"{name}: no Setup or Machine line; pass a RESULTS.md written by compare")
+    """A report's command, setup, machine and per-base rows."""
+    rows = primary_rows(text, name)
+    command, setup, machine = _COMMAND.search(text), _SETUP.search(text), _MACHINE.search(text)
+    if command is None or setup is None or machine is None:
+        raise ReportError(
+            f"{name}: no command, Setup or Machine line; pass a RESULTS-*.md written by compare"
+        )
     return Report(
         name=name,
+        command=command["command"],
         setup=_BASE_COUNT.sub("", setup["setup"]),
         machine=f"{machine['cpu']}, {machine['kernels']} kernels, device {machine['device']}",
-        estimates=estimates,
+        rows=rows,
     )
 
 
@@ -108,7 +140,7 @@ def check_poolable(reports: Sequence[Report]) -> None:
                 f"{report.name} and {first.name} ran different setups; pool reports of one "
                 "preset and its settings"
             )
-        for base in report.estimates:
+        for base in report.rows:
             holder = seen.setdefault((report.machine, base), report.name)
             if holder != report.name:
                 raise ReportError(
@@ -117,51 +149,108 @@ def check_poolable(reports: Sequence[Report]) -> None:
                 )
 
 
-def _outcome(estimates: Sequence[float]) -> tuple[float, float, str]:
-    mean, se = pooled(estimates)
-    return mean, se, verdict(mean, se, len(estimates), PRIMARY[2])
-
-
 def _conclusion(text: str) -> str:
     """The verdict without its threshold and degrees of freedom: what machines must share."""
     return re.split(r" \(| beyond|:", text)[0]
 
 
+def _by_machine(reports: Sequence[Report]) -> dict[str, list[BaseRow]]:
+    groups: dict[str, list[BaseRow]] = {}
+    for report in reports:
+        groups.setdefault(report.machine, []).extend(report.rows.values())
+    return groups
+
+
+def _verdict_table(groups: dict[str, list[float]], better: str) -> tuple[list[str], str]:
+    """Per machine and over all: estimate, verdict; and whether the machines agree."""
+    lines = ["| machine | bases | estimate | verdict |", "|---|---|---|---|"]
+    conclusions = set()
+    for machine, values in groups.items():
+        mean, se = pooled(values)
+        text = verdict(mean, se, len(values), better)
+        conclusions.add(_conclusion(text))
+        lines.append(f"| {machine} | {len(values)} | {fmt(mean, se)} | {text} |")
+    everything = [v for values in groups.values() for v in values]
+    mean, se = pooled(everything)
+    overall = verdict(mean, se, len(everything), better)
+    lines.append(f"| **all** | {len(everything)} | **{fmt(mean, se)}** | {overall} |")
+    if len(groups) == 1:
+        return lines, ""
+    agreement = "agree" if len(conclusions) == 1 else "disagree"
+    return lines, f"The {len(groups)} machines {agreement}: {'; '.join(sorted(conclusions))}."
+
+
 def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
-    """The pooled tables and verdicts in Markdown, with the pooled estimate and its SE."""
-    lines = ["| report | machine | bases | density − uniform |", "|---|---|---|---|"]
+    """The pooled report in Markdown, with the pooled estimate and its SE."""
+    reports = sorted(reports, key=lambda r: (r.machine, min(r.rows)))
+    groups = _by_machine(reports)
+    differences = {m: [row.estimate for row in rows] for m, rows in groups.items()}
+    everything = [e for values in differences.values() for e in values]
+    mean, se = pooled(everything)
+    n = len(everything)
+    table, agreement = _verdict_table(differences, PRIMARY[2])
+    needed = bases_needed(mean, se * math.sqrt(n))
+    lines = [
+        "## Primary endpoint",
+        "",
+        f"**{PRIMARY[1].capitalize()}** (lower is better; fixed before the runs in",
+        "`compare.PRIMARY`):",
+        "density (the library's default weights) minus uniform, per base model the mean",
+        "over its GRPO seed pairs; pooled per machine and over all base models, the SE from",
+        "their spread, judged by a two-sided 5% t test.",
+        "",
+        "<!-- --8<-- [start:pooled] -->",
+        "",
+        *table,
+        "",
+        *([agreement, ""] if agreement else []),
+        f"Over all {n} base models the minimal detectable effect (80% power) is "
+        f"{detectable(se, n):.3f}; an effect of the observed size would need about "
+        f"{needed if needed is not None else f'more than {MAX_BASES}'} base models.",
+        "",
+        "<!-- --8<-- [end:pooled] -->",
+        "",
+        "## Sanity check: does uniform GRPO over-train the dense part?",
+        "",
+        "Uniform GRPO minus its base model on the same endpoint, per base model from the",
+        "same rows; it must rise (more collapse onto the common topics) for the question to",
+        "be answerable.",
+        "",
+        "<!-- --8<-- [start:sanity] -->",
+        "",
+    ]
+    rises = {m: [row.uniform - row.base_model for row in rows] for m, rows in groups.items()}
+    table, _ = _verdict_table(rises, "higher")
+    wording = {
+        "density is better": "uniform GRPO raises it",
+        "density is worse": "uniform GRPO lowers it",
+    }
+    for line in table:
+        for was, now in wording.items():
+            line = line.replace(was, now)
+        lines.append(line)
+    lines += [
+        "",
+        "<!-- --8<-- [end:sanity] -->",
+        "",
+        "## Per base model",
+        "",
+        "| report | base | machine | base model | uniform | density | density − uniform |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        for base, row in report.rows.items():
+            lines.append(
+                f"| {report.name} | {base} | {report.machine} | {row.base_model:.3f} | "
+                f"{row.uniform:.3f} | {row.density:.3f} | {row.difference} |"
+            )
+    lines += ["", "## The reports", "", "| report | command | bases | density − uniform |"]
+    lines.append("|---|---|---|---|")
     for report in reports:
         values = list(report.estimates.values())
         lines.append(
-            f"| {report.name} | {report.machine} | {len(values)} | {fmt(*pooled(values))} |"
+            f"| {report.name} | `{report.command}` | {len(values)} | {fmt(*pooled(values))} |"
         )
-    by_machine: dict[str, list[float]] = {}
-    for report in reports:
-        by_machine.setdefault(report.machine, []).extend(report.estimates.values())
-    everything = [e for values in by_machine.values() for e in values]
-    mean, se, overall = _outcome(everything)
-    n = len(everything)
-    lines += [f"| pooled | | {n} | **{fmt(mean, se)}** |", ""]
-
-    if len(by_machine) > 1:
-        lines += ["| machine | bases | density − uniform | verdict |", "|---|---|---|---|"]
-        conclusions = set()
-        for machine, values in by_machine.items():
-            m, s, text = _outcome(values)
-            conclusions.add(_conclusion(text))
-            lines.append(f"| {machine} | {len(values)} | {fmt(m, s)} | {text} |")
-        agreement = "agree" if len(conclusions) == 1 else "disagree"
-        lines += [
-            "",
-            f"The {len(by_machine)} machines {agreement}: {'; '.join(sorted(conclusions))}.",
-            "",
-        ]
-    needed = bases_needed(mean, se * math.sqrt(n))
-    lines.append(
-        f"{PRIMARY[1].capitalize()}, all {n} base models: {overall}; minimal detectable "
-        f"{detectable(se, n):.3f}; an effect of the observed size needs about "
-        f"{needed if needed is not None else f'more than {MAX_BASES}'} base models."
-    )
     return "\n".join(lines) + "\n", mean, se
 
 
@@ -171,10 +260,8 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("reports", nargs="+", type=Path, help="RESULTS.md files of compare")
-    parser.add_argument(
-        "--out", type=Path, help="also write the tables here, as Markdown with this command"
-    )
+    parser.add_argument("reports", nargs="+", type=Path, help="RESULTS-*.md files of compare")
+    parser.add_argument("--out", type=Path, help="also write the pooled report here")
     args = parser.parse_args(argv)
     if len(set(map(Path.resolve, args.reports))) != len(args.reports):
         parser.error("a report is given twice: its base models would count twice")
@@ -188,9 +275,9 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     if args.out is not None:
         command = "python -m examples.pool " + " ".join(sys.argv[1:] if argv is None else argv)
         document = (
-            "# The primary endpoint, pooled over several compare reports\n\n"
-            f"Generated by `examples/pool.py`:\n\n```bash\n{command}\n```\n\n"
-            f"{_POOLED_START}\n\n{text}\n{_POOLED_END}\n"
+            "# Does density-aware sampling reduce mode collapse in GRPO? All base models\n\n"
+            "Generated by `examples/pool.py` from the reports of `examples/compare.py`:\n\n"
+            f"```bash\n{command}\n```\n\nSetup: {reports[0].setup}\n\n{text}"
         )
         partial = args.out.with_name(args.out.name + ".partial")
         try:

@@ -154,13 +154,22 @@ def test_verdict_needs_the_t_threshold_not_two_standard_errors() -> None:
     assert compare.verdict(0.5, math.nan, 1, "lower").startswith("one base model")
 
 
-def _report(*estimates: str, first_base: int = 0, kernels: str = "AVX512", steps: int = 100) -> str:
+def _report(
+    *estimates: str,
+    first_base: int = 0,
+    kernels: str = "AVX512",
+    steps: int = 100,
+    uniform: tuple[float, ...] = (),
+) -> str:
+    """A compare report whose base models score 0.5 and whose uniform arm scores `uniform`."""
+    uniform = uniform or (0.5,) * len(estimates)
     rows = "".join(
-        f"| {b} | 0.5 | 0.5 ± 0.1 | 0.5 ± 0.1 | {e} | 0.1 |\n"
-        for b, e in enumerate(estimates, start=first_base)
+        f"| {b} | 0.500 | {u:.3f} ± 0.1 | 0.5 ± 0.1 | {e} | 0.1 |\n"
+        for b, (e, u) in enumerate(zip(estimates, uniform, strict=True), start=first_base)
     )
     return (
-        f"# Report\n\nSetup: preset `cpu`, {len(estimates)} base models × 2 GRPO seeds × 4 arms, "
+        "# Report\n\n```bash\npython -m examples.compare\n```\n\n"
+        f"Setup: preset `cpu`, {len(estimates)} base models × 2 GRPO seeds × 4 arms, "
         f"{steps} GRPO steps per run.\n\nMachine: x86_64 (AMD EPYC), 2 torch threads, torch "
         f"2.13.0+cpu ({kernels} CPU kernels), device cpu, 2 parallel run(s); wall time 1 minutes.\n"
         "<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | density "
@@ -174,16 +183,20 @@ def test_pool_reads_every_base_row_and_pools_over_all_bases(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, second = tmp_path / "a.md", tmp_path / "b.md"
-    first.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
-    second.write_text(_report("+0.300 ± 0.010", first_base=2))
+    first.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050", uniform=(0.6, 0.7)))
+    second.write_text(_report("+0.300 ± 0.010", first_base=2, uniform=(0.9,)))
     report = pool.parse_report(first.read_text(), "a.md")
     assert report.estimates == {0: 0.1, 1: -0.1}
     assert report.machine == "AMD EPYC, AVX512 kernels, device cpu"
+    assert report.command == "python -m examples.compare"
     # Three bases 0.1, -0.1, 0.3: mean 0.1, SD 0.2, SE 0.2 / sqrt(3); the row SEs do not count.
     mean, se = pool.main([str(first), str(second)])
     assert (mean, se) == pytest.approx((0.1, 0.2 / 3**0.5))
     out = capsys.readouterr().out
-    assert "| pooled | | 3 | **+0.100 ± 0.115** |" in out
+    assert "| **all** | 3 | **+0.100 ± 0.115** | no difference beyond 4.30" in out
+    # The sanity check: uniform − base model 0.1, 0.2, 0.4: mean 0.233, SD 0.153, SE 0.088.
+    assert "| **all** | 3 | **+0.233 ± 0.088** | no difference beyond 4.30" in out
+    assert f"| {first} | 1 | AMD EPYC, AVX512 kernels, device cpu | 0.500 | 0.700 |" in out
     assert "machines agree" not in out  # one machine: nothing to compare
     written = tmp_path / "POOLED.md"
     pool.main([str(first), str(second), "--out", str(written)])
@@ -191,7 +204,7 @@ def test_pool_reads_every_base_row_and_pools_over_all_bases(
     assert f"python -m examples.pool {first} {second} --out {written}" in document
     assert capsys.readouterr().out in document  # the tables it printed, under the command
     with pytest.raises(pool.ReportError, match="no primary table"):
-        pool.parse_report(document)  # a pooled summary is not a report to pool again
+        pool.parse_report(document)  # a pooled report is not a report to pool again
 
 
 def test_pool_compares_the_verdicts_of_machines(
@@ -217,7 +230,7 @@ def test_pool_refuses_what_is_not_a_report_and_a_model_twice(tmp_path: Path) -> 
     report.write_text(_report("+0.100 ± 0.020", "-0.100 ± 0.050"))
     other.write_text("# Notes\nno table here\n")
     with pytest.raises(pool.ReportError, match="no primary table"):
-        pool.per_base_estimates(other.read_text(), "notes.md")
+        pool.parse_report(other.read_text(), "notes.md")
     rerun, longer = tmp_path / "rerun.md", tmp_path / "longer.md"
     rerun.write_text(_report("+0.200 ± 0.020", first_base=1))  # base 1 again, same machine
     longer.write_text(_report("+0.200 ± 0.020", first_base=5, steps=200))
