@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy import stats
+
 from examples.compare import (
     MAX_BASES,
     PRIMARY,
@@ -177,7 +179,30 @@ def _verdict_table(groups: dict[str, list[float]], better: str) -> tuple[list[st
     if len(groups) == 1:
         return lines, ""
     agreement = "agree" if len(conclusions) == 1 else "disagree"
-    return lines, f"The {len(groups)} machines {agreement}: {'; '.join(sorted(conclusions))}."
+    verdicts = f"The {len(groups)} machines {agreement}: {'; '.join(sorted(conclusions))}."
+    return lines, f"{verdicts} {heterogeneity(groups)}"
+
+
+def heterogeneity(groups: dict[str, list[float]]) -> str:
+    """Whether the machines' estimates differ by more than their errors allow.
+
+    Two machines: Welch's t test of the difference of their means; more: one-way ANOVA.
+    A verdict can differ between machines whose estimates agree (one just misses the
+    threshold), so this says whether they measure one effect.
+    """
+    samples = list(groups.values())
+    if any(len(values) < 2 for values in samples):
+        return ""
+    if len(samples) == 2:
+        (m1, s1), (m2, s2) = pooled(samples[0]), pooled(samples[1])
+        p = float(stats.ttest_ind(samples[0], samples[1], equal_var=False).pvalue)
+        first, second = (name.split(", device")[0] for name in groups)
+        test = f"{first} minus {second}: {fmt(m1 - m2, math.hypot(s1, s2))}, Welch t test"
+    else:
+        p = float(stats.f_oneway(*samples).pvalue)
+        test = "one-way ANOVA"
+    reading = "consistent with one effect" if p >= 0.05 else "they measure different effects"
+    return f"Between the machines ({test}, p = {p:.2f}): {reading}."
 
 
 def summary(reports: Sequence[Report]) -> tuple[str, float, float]:

@@ -223,6 +223,9 @@ def test_pool_compares_the_verdicts_of_machines(
         out = capsys.readouterr().out
         assert "| AMD EPYC, AVX2 kernels, device cpu | 3 |" in out
         assert agreement in out
+    # -0.05 ± 0.0058 against 0 ± 0.0289: differ by 0.05 ± 0.0294, t = 1.70 on 2.2 Welch df.
+    assert "AMD EPYC, AVX2 kernels minus AMD EPYC, AVX512 kernels: +0.050 ± 0.029" in out
+    assert "p = 0.22): consistent with one effect." in out
 
 
 def test_pool_refuses_what_is_not_a_report_and_a_model_twice(tmp_path: Path) -> None:
