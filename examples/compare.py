@@ -84,6 +84,11 @@ class Arm:
     def flags(self) -> list[str]:
         return ["--sampler", self.sampler, "--beta", str(self.beta), "--min-ess", str(self.min_ess)]
 
+    def describe(self) -> str:
+        if self.name == "density":
+            return "density (the library's default weights)"
+        return f"{self.name} (beta {self.beta}, ESS floor {self.min_ess})"
+
 
 ARMS = (
     Arm("uniform", "uniform"),
@@ -108,13 +113,25 @@ SECONDARY = (
 )
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "smoke": dict(stages="tiny", bases=[0], seeds=[0], samples=2, max_steps=2, grpo=[]),
-    # lr 3e-4 (the stage preset has 1e-4): at 1e-4 uniform GRPO barely moves in 100 steps
-    # and the sanity check fails; at 3e-4 it visibly over-trains the common topics.
+    # cpu: the bundled data phrased with 2 templates and no ending, so the large topics
+    # repeat their prompts verbatim and are dense where they are large (in cpu-varied, the
+    # first setup, every phrasing is used, and the base model's hidden states hardly see a
+    # large topic as dense). lr 5e-4 (the stage preset has 1e-4): in pilots on bases 90-92,
+    # uniform GRPO raised the collapse by +0.046 ± 0.009 at 5e-4 and +0.033 ± 0.019 at 3e-4.
     # 8 bases x 2 seeds: two runs of 3 bases x 5 seeds (AVX-512 and AVX2 kernels) put the
     # effect's SD between bases at about 0.043 and a seed pair's SD within a base at 0.068,
     # so the pooled variance (0.043^2 + 0.068^2 / seeds) / bases is 0.00052 here against
     # 0.00091 for 3 x 5, at about the same cost (an SFT run costs about 2.5 GRPO runs).
     "cpu": dict(
+        stages="small",
+        bases=list(range(8)),
+        seeds=[0, 1],
+        samples=24,
+        max_steps=None,
+        grpo=["--lr", "5e-4"],
+        data=dict(templates=2, modifiers=1),
+    ),
+    "cpu-varied": dict(
         stages="small",
         bases=list(range(8)),
         seeds=[0, 1],
@@ -129,6 +146,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         samples=16,
         max_steps=None,
         grpo=[],
+        data=dict(templates=2, modifiers=1),
     ),
 }
 # Two-sided 5% test, 80% power: the t quantiles behind `critical` and `detectable`.
@@ -290,15 +308,27 @@ class Runs:
         )
 
 
-def verdict(mean: float, se: float, n: int, better: str) -> str:
-    """The two-sided 5% t test of a mean of `n` per-base estimates against 0."""
+def verdict(
+    mean: float,
+    se: float,
+    n: int,
+    better: str,
+    *,
+    good: str = "density is better",
+    bad: str = "density is worse",
+) -> str:
+    """The two-sided 5% t test of a mean of `n` per-base estimates against 0.
+
+    `good` and `bad` say what a mean beyond the threshold in the `better` direction, or
+    the other one, means.
+    """
     if math.isnan(se):
         return "one base model: no standard error, no verdict"
     t = critical(n)
     if abs(mean) <= t * se:
         return f"no difference beyond {t:.2f} standard errors (t test, {n - 1} df)"
-    good = (mean > 0) == (better == "higher")
-    return f"density is {'better' if good else 'worse'} (beyond {t:.2f} standard errors)"
+    reading = good if (mean > 0) == (better == "higher") else bad
+    return f"{reading} (beyond {t:.2f} standard errors)"
 
 
 def bases_needed(effect: float, spread: float) -> int | None:
@@ -388,6 +418,8 @@ def write_results(
 ) -> None:
     key, label, better = PRIMARY
     n_bases, n_seeds = len(runs.bases), len(runs.seeds)
+    treatment = TREATMENT
+    compared = next(a for a in ARMS if a.name == treatment).describe()
     lines = [
         "# Does density-aware sampling reduce mode collapse in GRPO?",
         "",
@@ -405,8 +437,8 @@ def write_results(
         "",
         f"Fixed before the run (`compare.PRIMARY`): **{label}**, the share of completions to",
         "the held-out prompts of the four smallest topics that use a common topic's vocabulary",
-        "and none of their own (lower is better). Compared: density (the library's default",
-        f"weights) minus uniform, paired by GRPO seed ({n_seeds} per base), per base and pooled",
+        f"and none of their own (lower is better). Compared: {compared}",
+        f"minus uniform, paired by GRPO seed ({n_seeds} per base), per base and pooled",
         f"over the {n_bases} base models (the mean of the per-base estimates, its standard error",
         "from their spread: a rerun on another machine trains other base models). Judged by",
         "a two-sided 5% t test of the pooled estimate; minimal detectable effect: the true",
@@ -414,31 +446,32 @@ def write_results(
         "",
         "<!-- --8<-- [start:primary] -->",
         "",
-        "| base | base model | uniform | density | density − uniform | minimal detectable |",
+        f"| base | base model | uniform | {treatment} | {treatment} − uniform "
+        "| minimal detectable |",
         "|---|---|---|---|---|---|",
     ]
     estimates = []
     for base in runs.bases:
-        mean, se = runs.difference(key, TREATMENT, base)
+        mean, se = runs.difference(key, treatment, base)
         estimates.append(mean)
         lines.append(
             f"| {base} | {runs.base[base][key]:.3f} "
             f"| {fmt(*mean_se(runs.values(CONTROL, key, base)), '.3f')} "
-            f"| {fmt(*mean_se(runs.values(TREATMENT, key, base)), '.3f')} | {fmt(mean, se)} "
+            f"| {fmt(*mean_se(runs.values(treatment, key, base)), '.3f')} | {fmt(mean, se)} "
             f"| {detectable(se, n_seeds):.3f} |"
         )
     mean, se = pooled(estimates)
     spread = se * math.sqrt(n_bases)
     lines += [
         f"| pooled | {statistics.fmean(runs.base[b][key] for b in runs.bases):.3f} "
-        f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(TREATMENT, key):.3f} "
+        f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(treatment, key):.3f} "
         f"| **{fmt(mean, se)}** | {detectable(se, n_bases):.3f} |",
         "",
         f"**Result: {verdict(mean, se, n_bases, better)}.** {power(mean, se, n_bases, n_seeds)}",
         "",
         f"The per-base estimates range from {min(estimates):+.3f} to {max(estimates):+.3f} "
         f"(SD {spread:.3f}); within a base, one seed pair's difference varies with SD "
-        f"{runs.pair_spread(key, TREATMENT) if n_seeds > 1 else math.nan:.3f} over GRPO seeds. "
+        f"{runs.pair_spread(key, treatment) if n_seeds > 1 else math.nan:.3f} over GRPO seeds. "
         "Per base, a few seeds cannot tell a difference (the t test of "
         f"{n_seeds} seed pairs needs {critical(n_seeds):.1f} SE); the pooled test is the one "
         "that counts.",
@@ -517,14 +550,14 @@ def write_results(
         "",
         "## Secondary metrics",
         "",
-        "Mean over bases and seeds; the differences are density (default) minus uniform,",
+        f"Mean over bases and seeds; the differences are {compared} minus uniform,",
         "pooled over bases ± SE. About ten comparisons: one may pass a 5% test by chance.",
         "",
         "<!-- --8<-- [start:secondary] -->",
         "",
         "| metric | better | base model | "
         + " | ".join(a.name for a in ARMS)
-        + " | density − uniform |",
+        + f" | {treatment} − uniform |",
         "|---|---|---|" + "---|" * len(ARMS) + "---|",
     ]
     for metric, name, direction in SECONDARY:
@@ -532,7 +565,7 @@ def write_results(
         cells = " | ".join(f"{runs.arm_mean(a.name, metric):.3f}" for a in ARMS)
         lines.append(
             f"| {name} | {direction} | {base_value:.3f} | {cells} "
-            f"| {fmt(*runs.pooled_difference(metric, TREATMENT))} |"
+            f"| {fmt(*runs.pooled_difference(metric, treatment))} |"
         )
     lines += ["", "<!-- --8<-- [end:secondary] -->"]
 
@@ -609,7 +642,9 @@ def main(argv: list[str] | None = None) -> Path:
     samples = args.samples or experiment["samples"]
     start, load_before = time.time(), os.getloadavg()[0]
     out = Path(args.out_dir)
+    phrasing = experiment.get("data", {})
     common = ["--preset", experiment["stages"], "--device", args.device]
+    common += [f"--{name}={value}" for name, value in phrasing.items()]
     threads = max(1, torch.get_num_threads() // args.jobs)
     context = get_context("spawn")
     out.mkdir(parents=True, exist_ok=True)
@@ -627,7 +662,7 @@ def main(argv: list[str] | None = None) -> Path:
         sft = {b: future.result() for b, future in sft_futures.items()}
     grpo_defaults = train_grpo.parse_args(["--sft", str(sft[bases[0]]), *common])
     max_steps = args.max_steps or experiment["max_steps"] or grpo_defaults.max_steps
-    train, heldout = load_data(None, topic_size=grpo_defaults.topic_size, seed=0)
+    train, heldout = load_data(None, topic_size=grpo_defaults.topic_size, seed=0, **phrasing)
     evaluation = dict(samples=samples, max_new_tokens=grpo_defaults.max_new_tokens, seed=1234)
     jobs = []
     for base in bases:
@@ -676,7 +711,8 @@ def main(argv: list[str] | None = None) -> Path:
     setup = {
         "summary": (
             f"preset `{args.preset}` (stage preset `{experiment['stages']}`), "
-            f"{len(train)} training prompts in {len(set(e.group for e in train))} groups, "
+            f"{len(train)} training prompts{_phrasing(phrasing, train)} in "
+            f"{len(set(e.group for e in train))} groups, "
             f"{len(heldout)} held-out prompts × {samples} samples, {len(bases)} base models × "
             f"{len(seeds)} GRPO seeds × {len(ARMS)} arms, {max_steps} GRPO steps per run "
             f"{' '.join(experiment['grpo'])}, reward `topic_reward`."
@@ -706,6 +742,15 @@ def _train_base(argv: list[str], log: str, threads: int) -> Path:
     torch.set_num_threads(threads)
     with open(log, "w") as f, contextlib.redirect_stdout(f):
         return train_sft.main(argv)
+
+
+def _phrasing(phrasing: dict[str, int], train: list[Example]) -> str:
+    """The bundled data's phrasing, where a preset narrows it."""
+    if not phrasing:
+        return ""
+    distinct = len({e.prompt for e in train})
+    templates, modifiers = phrasing["templates"], phrasing["modifiers"]
+    return f" ({distinct} distinct: {templates} templates, {modifiers} ending(s))"
 
 
 def _device_name(device: torch.device) -> str:

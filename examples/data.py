@@ -152,10 +152,18 @@ def rejected_response(topic_name: str, rng: random.Random) -> str:
     return chosen_response(TOPICS[other], rng)
 
 
-def topic_prompt(topic: Topic, subject: str, rng: random.Random) -> str:
-    """A request for a line about `subject`, set in one of the topic's places."""
-    template, place = rng.choice(TEMPLATES), rng.choice(topic.places)
-    return template.format(s=f"{subject} {place}") + rng.choice(MODIFIERS)
+def topic_prompt(
+    topic: Topic,
+    subject: str,
+    rng: random.Random,
+    *,
+    templates: int = len(TEMPLATES),
+    modifiers: int = len(MODIFIERS),
+) -> str:
+    """A request for a line about `subject`, set in one of the topic's places, phrased with
+    one of the first `templates` templates and the first `modifiers` endings."""
+    template, place = rng.choice(TEMPLATES[:templates]), rng.choice(topic.places)
+    return template.format(s=f"{subject} {place}") + rng.choice(MODIFIERS[:modifiers])
 
 
 def near_duplicate(prompt: str, rng: random.Random) -> str:
@@ -177,6 +185,8 @@ def make_dataset(
     n_duplicate_groups: int = 3,
     duplicate_group_size: int = 100,
     heldout_per_topic: int = 8,
+    templates: int = len(TEMPLATES),
+    modifiers: int = len(MODIFIERS),
     seed: int = 0,
 ) -> tuple[list[Example], list[Example]]:
     """The bundled preference data: `(train, heldout)`.
@@ -186,9 +196,19 @@ def make_dataset(
         n_duplicate_groups: near-duplicate groups, on the first topics (at most 8).
         duplicate_group_size: rewrites per near-duplicate group.
         heldout_per_topic: held-out prompts per topic, on the held-out subject.
+        templates: prompts use the first this many of `TEMPLATES` (1 to 8).
+        modifiers: and the first this many of `MODIFIERS` (1 to 5; 1 is no ending). Fewer
+            phrasings make a large topic repeat its prompts verbatim, as scraped sets do,
+            so its density rises with its size.
         seed: the same seed gives the same data.
     """
+    if not (1 <= templates <= len(TEMPLATES) and 1 <= modifiers <= len(MODIFIERS)):
+        raise ValueError(
+            f"templates must be 1 to {len(TEMPLATES)} and modifiers 1 to {len(MODIFIERS)}, "
+            f"got {templates} and {modifiers}"
+        )
     rng = random.Random(seed)
+    phrasing = dict(templates=templates, modifiers=modifiers)
 
     def example(prompt: str, name: str, group: str) -> Example:
         return Example(
@@ -200,9 +220,11 @@ def make_dataset(
     for t, (name, topic) in enumerate(TOPICS.items()):
         *subjects, heldout_subject = topic.subjects
         for _ in range(max(2, topic_size // (t + 1))):
-            train.append(example(topic_prompt(topic, rng.choice(subjects), rng), name, name))
+            prompt = topic_prompt(topic, rng.choice(subjects), rng, **phrasing)
+            train.append(example(prompt, name, name))
         for _ in range(heldout_per_topic):
-            heldout.append(example(topic_prompt(topic, heldout_subject, rng), name, name))
+            prompt = topic_prompt(topic, heldout_subject, rng, **phrasing)
+            heldout.append(example(prompt, name, name))
     for name in list(TOPICS)[:n_duplicate_groups]:
         base = TEMPLATES[0].format(s=TOPICS[name].subjects[0])
         for _ in range(duplicate_group_size):
@@ -250,12 +272,43 @@ def load_examples(path: str | Path) -> list[Example]:
 
 
 def load_data(
-    path: str | None, *, topic_size: int, seed: int
+    path: str | None,
+    *,
+    topic_size: int,
+    seed: int,
+    templates: int = len(TEMPLATES),
+    modifiers: int = len(MODIFIERS),
 ) -> tuple[list[Example], list[Example]]:
     """`(train, heldout)`: from `path` (then heldout is empty) or the bundled generator."""
     if path is not None:
         return load_examples(path), []
-    return make_dataset(topic_size=topic_size, duplicate_group_size=topic_size // 3, seed=seed)
+    return make_dataset(
+        topic_size=topic_size,
+        duplicate_group_size=topic_size // 3,
+        templates=templates,
+        modifiers=modifiers,
+        seed=seed,
+    )
+
+
+def add_phrasing_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--templates` and `--modifiers`: how varied the bundled data's prompts are."""
+    parser.add_argument(
+        "--templates",
+        type=int,
+        choices=range(1, len(TEMPLATES) + 1),
+        default=len(TEMPLATES),
+        metavar=f"1..{len(TEMPLATES)}",
+        help=f"bundled data: phrase prompts with the first N templates (default {len(TEMPLATES)})",
+    )
+    parser.add_argument(
+        "--modifiers",
+        type=int,
+        choices=range(1, len(MODIFIERS) + 1),
+        default=len(MODIFIERS),
+        metavar=f"1..{len(MODIFIERS)}",
+        help=f"bundled data: and the first N endings, 1 for none (default {len(MODIFIERS)})",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,9 +318,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data", help="folder for train.jsonl and heldout.jsonl")
     parser.add_argument("--topic-size", type=int, default=300, help="prompts in the largest topic")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    add_phrasing_arguments(parser)
     args = parser.parse_args(argv)
-    train, heldout = make_dataset(
-        topic_size=args.topic_size, duplicate_group_size=args.topic_size // 3, seed=args.seed
+    train, heldout = load_data(
+        None,
+        topic_size=args.topic_size,
+        seed=args.seed,
+        templates=args.templates,
+        modifiers=args.modifiers,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Pool the primary endpoint of several `examples.compare` reports over all their base models.
 
-Each report's per-base rows (the `primary` table) are paired estimates of density minus
-uniform, one per base model. Reports from different machines, CPU kernels or `--bases`
+Each report's per-base rows (the `primary` table) are paired estimates of its treatment
+arm minus uniform, one per base model. Reports from different machines, CPU kernels or `--bases`
 hold different base models, so their rows are independent draws of the same quantity:
 pooled, they give one estimate with the standard error from the spread over all bases and
 the same two-sided 5% t test that `compare` applies to one report.
@@ -13,7 +13,7 @@ report's Machine line names them), and the verdicts compared: the experiment's c
 holds only if every machine reaches it. The sanity check is pooled the same way: uniform
 GRPO minus its base model on the endpoint, from the same rows. The same base seed on the
 same machine trains the same model twice, so such a pair of rows is refused, as are
-reports of different setups.
+reports of different setups or treatment arms.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from scipy import stats
 
 from examples.compare import (
+    ARMS,
     MAX_BASES,
     PRIMARY,
     bases_needed,
@@ -47,6 +48,7 @@ _MACHINE = re.compile(
 _SETUP = re.compile(r"^Setup: (?P<setup>.*)$", re.MULTILINE)
 _COMMAND = re.compile(r"^```bash\n(?P<command>.*)\n```$", re.MULTILINE)
 _BASE_COUNT = re.compile(r"\d+ base models × ")
+_TREATMENT = re.compile(r"^\| base \| base model \| uniform \| (?P<arm>[\w-]+) \|", re.MULTILINE)
 
 
 class ReportError(ValueError):
@@ -60,11 +62,8 @@ class BaseRow:
     base_model: float
     uniform: float
     density: float
-    difference: str  # density − uniform ± its SE over seed pairs, as the report wrote it
-
-    @property
-    def estimate(self) -> float:
-        return float(self.difference.split("±")[0])
+    estimate: float  # treatment − uniform
+    difference: str  # the estimate ± its SE over seed pairs, as the report wrote it
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,7 @@ class Report:
         command: the command that wrote it.
         setup: the experiment, as the report's Setup line states it, less the base count.
         machine: the CPU, its kernels and the device that trained the base models.
+        treatment: the arm the primary endpoint compares with uniform.
         rows: the primary table's row of every base seed.
     """
 
@@ -83,11 +83,12 @@ class Report:
     command: str
     setup: str
     machine: str
+    treatment: str
     rows: dict[int, BaseRow]
 
     @property
     def estimates(self) -> dict[int, float]:
-        """density − uniform per base seed."""
+        """treatment − uniform per base seed."""
         return {base: row.estimate for base, row in self.rows.items()}
 
 
@@ -104,12 +105,14 @@ def primary_rows(text: str, name: str = "report") -> dict[int, BaseRow]:
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 6 and cells[0].isdigit():
+            base = int(cells[0])
+            if base in rows:
+                raise ReportError(f"{name}: base {base} has two rows; pass an unedited report")
             try:
-                row = BaseRow(_mean(cells[1]), _mean(cells[2]), _mean(cells[3]), cells[4])
-                row.estimate  # noqa: B018  (parse it now, not when pooling)
+                numbers = [_mean(cell) for cell in cells[1:5]]
             except ValueError:
-                raise ReportError(f"{name}: base {cells[0]}'s row has no numbers") from None
-            rows[int(cells[0])] = row
+                raise ReportError(f"{name}: base {base}'s row has no numbers") from None
+            rows[base] = BaseRow(*numbers, difference=cells[4])
     if not rows:
         raise ReportError(f"{name}: the primary table has no per-base rows")
     return rows
@@ -119,15 +122,20 @@ def parse_report(text: str, name: str = "report") -> Report:
     """A report's command, setup, machine and per-base rows."""
     rows = primary_rows(text, name)
     command, setup, machine = _COMMAND.search(text), _SETUP.search(text), _MACHINE.search(text)
-    if command is None or setup is None or machine is None:
+    treatment = _TREATMENT.search(text)
+    if command is None or setup is None or machine is None or treatment is None:
         raise ReportError(
-            f"{name}: no command, Setup or Machine line; pass a RESULTS-*.md written by compare"
+            f"{name}: no command, Setup or Machine line or primary table header; pass a "
+            "RESULTS-*.md written by compare"
         )
+    if treatment["arm"] not in {arm.name for arm in ARMS[1:]}:
+        raise ReportError(f"{name}: the primary table compares an unknown arm {treatment['arm']}")
     return Report(
         name=name,
         command=command["command"],
         setup=_BASE_COUNT.sub("", setup["setup"]),
         machine=f"{machine['cpu']}, {machine['kernels']} kernels, device {machine['device']}",
+        treatment=treatment["arm"],
         rows=rows,
     )
 
@@ -137,7 +145,7 @@ def check_poolable(reports: Sequence[Report]) -> None:
     first = reports[0]
     seen: dict[tuple[str, int], str] = {}
     for report in reports:
-        if report.setup != first.setup:
+        if (report.setup, report.treatment) != (first.setup, first.treatment):
             raise ReportError(
                 f"{report.name} and {first.name} ran different setups; pool reports of one "
                 "preset and its settings"
@@ -163,18 +171,23 @@ def _by_machine(reports: Sequence[Report]) -> dict[str, list[BaseRow]]:
     return groups
 
 
-def _verdict_table(groups: dict[str, list[float]], better: str) -> tuple[list[str], str]:
-    """Per machine and over all: estimate, verdict; and whether the machines agree."""
+def _verdict_table(
+    groups: dict[str, list[float]], better: str, **readings: str
+) -> tuple[list[str], str]:
+    """Per machine and over all: estimate, verdict; and whether the machines agree.
+
+    `readings` are `verdict`'s `good` and `bad`.
+    """
     lines = ["| machine | bases | estimate | verdict |", "|---|---|---|---|"]
     conclusions = set()
     for machine, values in groups.items():
         mean, se = pooled(values)
-        text = verdict(mean, se, len(values), better)
+        text = verdict(mean, se, len(values), better, **readings)
         conclusions.add(_conclusion(text))
         lines.append(f"| {machine} | {len(values)} | {fmt(mean, se)} | {text} |")
     everything = [v for values in groups.values() for v in values]
     mean, se = pooled(everything)
-    overall = verdict(mean, se, len(everything), better)
+    overall = verdict(mean, se, len(everything), better, **readings)
     lines.append(f"| **all** | {len(everything)} | **{fmt(mean, se)}** | {overall} |")
     if len(groups) == 1:
         return lines, ""
@@ -215,12 +228,14 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
     n = len(everything)
     table, agreement = _verdict_table(differences, PRIMARY[2])
     needed = bases_needed(mean, se * math.sqrt(n))
+    treatment = reports[0].treatment
+    compared = next(a for a in ARMS if a.name == treatment).describe()
     lines = [
         "## Primary endpoint",
         "",
         f"**{PRIMARY[1].capitalize()}** (lower is better; fixed before the runs in",
         "`compare.PRIMARY`):",
-        "density (the library's default weights) minus uniform, per base model the mean",
+        f"{compared} minus uniform, per base model the mean",
         "over its GRPO seed pairs; pooled per machine and over all base models, the SE from",
         "their spread, judged by a two-sided 5% t test.",
         "",
@@ -245,22 +260,17 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
         "",
     ]
     rises = {m: [row.uniform - row.base_model for row in rows] for m, rows in groups.items()}
-    table, _ = _verdict_table(rises, "higher")
-    wording = {
-        "density is better": "uniform GRPO raises it",
-        "density is worse": "uniform GRPO lowers it",
-    }
-    for line in table:
-        for was, now in wording.items():
-            line = line.replace(was, now)
-        lines.append(line)
+    table, _ = _verdict_table(
+        rises, "higher", good="uniform GRPO raises it", bad="uniform GRPO lowers it"
+    )
     lines += [
+        *table,
         "",
         "<!-- --8<-- [end:sanity] -->",
         "",
         "## Per base model",
         "",
-        "| report | base | machine | base model | uniform | density | density − uniform |",
+        f"| report | base | machine | base model | uniform | {treatment} | {treatment} − uniform |",
         "|---|---|---|---|---|---|---|",
     ]
     for report in reports:
@@ -269,7 +279,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
                 f"| {report.name} | {base} | {report.machine} | {row.base_model:.3f} | "
                 f"{row.uniform:.3f} | {row.density:.3f} | {row.difference} |"
             )
-    lines += ["", "## The reports", "", "| report | command | bases | density − uniform |"]
+    lines += ["", "## The reports", "", f"| report | command | bases | {treatment} − uniform |"]
     lines.append("|---|---|---|---|")
     for report in reports:
         values = list(report.estimates.values())

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from examples.data import (
+    MODIFIERS,
+    TEMPLATES,
     TOPICS,
     load_examples,
     make_dataset,
@@ -33,6 +35,26 @@ def test_topics_are_zipf_sized_with_near_duplicate_groups_and_unseen_heldout_sub
         )
     assert all(on_topic(e.chosen, e.topic) for e in train)
     assert make_dataset(topic_size=120, seed=1) == make_dataset(topic_size=120, seed=1)
+
+
+def test_fewer_phrasings_make_large_topics_repeat_their_prompts() -> None:
+    narrow, heldout = make_dataset(topic_size=300, templates=2, modifiers=1, seed=0)
+    openings = tuple(t.split("{s}")[0] for t in TEMPLATES[:2])
+    topical = [e for e in narrow + heldout if not e.group.startswith("dup:")]
+    assert all(e.prompt.startswith(openings) for e in topical)
+    assert not any(e.prompt.endswith(MODIFIERS[1:]) for e in topical)
+    # 7 subjects x 6 places x 2 templates = 84 phrasings: the 300 cat prompts repeat them, the
+    # 37 music prompts hardly do, so distinct prompts grow far slower than the topic.
+    distinct = {name: len({e.prompt for e in narrow if e.group == name}) for name in TOPICS}
+    assert distinct["cats"] <= 84 and distinct["music"] >= 30
+    full, _ = make_dataset(topic_size=300, seed=0)
+    assert len({e.prompt for e in full if e.group == "cats"}) > 250
+    # The defaults are every phrasing: the data of earlier runs is unchanged.
+    assert make_dataset(topic_size=300, seed=0) == make_dataset(
+        topic_size=300, templates=8, modifiers=5, seed=0
+    )
+    with pytest.raises(ValueError, match="templates must be 1 to 8 and modifiers 1 to 5"):
+        make_dataset(templates=0)
 
 
 def test_rejected_responses_are_generic_repetitive_or_off_topic() -> None:

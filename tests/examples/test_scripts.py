@@ -160,6 +160,7 @@ def _report(
     kernels: str = "AVX512",
     steps: int = 100,
     uniform: tuple[float, ...] = (),
+    treatment: str = "density",
 ) -> str:
     """A compare report whose base models score 0.5 and whose uniform arm scores `uniform`."""
     uniform = uniform or (0.5,) * len(estimates)
@@ -172,8 +173,8 @@ def _report(
         f"Setup: preset `cpu`, {len(estimates)} base models × 2 GRPO seeds × 4 arms, "
         f"{steps} GRPO steps per run.\n\nMachine: x86_64 (AMD EPYC), 2 torch threads, torch "
         f"2.13.0+cpu ({kernels} CPU kernels), device cpu, 2 parallel run(s); wall time 1 minutes.\n"
-        "<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | density "
-        "| density − uniform | minimal detectable |\n|---|---|---|---|---|---|\n"
+        f"<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | {treatment} "
+        f"| {treatment} − uniform | minimal detectable |\n|---|---|---|---|---|---|\n"
         f"{rows}| pooled | 0.5 | 0.5 | 0.5 | **+0.000 ± 0.100** | 0.3 |\n\n"
         "<!-- --8<-- [end:primary] -->\n"
     )
@@ -242,12 +243,49 @@ def test_pool_refuses_what_is_not_a_report_and_a_model_twice(tmp_path: Path) -> 
         pool.check_poolable(reports[:2])
     with pytest.raises(pool.ReportError, match=r"longer\.md and a\.md ran different setups"):
         pool.check_poolable([reports[0], reports[2]])
+    strong = pool.parse_report(_report("-0.1 ± 0.01", first_base=7, treatment="density-strong"))
+    assert strong.treatment == "density-strong"
+    with pytest.raises(pool.ReportError, match="different setups"):
+        pool.check_poolable([reports[0], strong])
+    with pytest.raises(pool.ReportError, match="compares an unknown arm density-max"):
+        pool.parse_report(_report("-0.1 ± 0.01", treatment="density-max"), "max.md")
+    edited = _report("+0.100 ± 0.020", "-0.100 ± 0.050").replace("| 1 | 0.500", "| 0 | 0.500")
+    with pytest.raises(pool.ReportError, match="base 0 has two rows"):
+        pool.parse_report(edited, "edited.md")
     for argv in (
         [str(report), str(report)],
         [str(other)],
         [str(tmp_path / "missing.md")],
         [str(report), str(rerun)],
+        [str(report), "--out", str(tmp_path / "no-such-folder" / "POOLED.md")],
     ):
         with pytest.raises(SystemExit) as exit_info:
             pool.main(argv)
         assert exit_info.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.md",
+        "longer.md",
+        "notes.md",
+        "rerun.md",
+    ]
+
+
+def test_pool_sanity_check_says_what_uniform_grpo_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # uniform − base model 0.1, 0.12, 0.08: mean 0.1, SE 0.0115, beyond 4.30 SE.
+    path = tmp_path / "a.md"
+    path.write_text(
+        _report(
+            "-0.01 ± 0.01",
+            "+0.01 ± 0.01",
+            "+0.00 ± 0.01",
+            uniform=(0.6, 0.62, 0.58),
+            treatment="density-strong",
+        )
+    )
+    pool.main([str(path)])
+    out = capsys.readouterr().out
+    assert "| **all** | 3 | **+0.100 ± 0.012** | uniform GRPO raises it (beyond 4.30" in out
+    assert "density-strong (beta 2.0, ESS floor 0.4) minus uniform, per base model" in out
+    assert "| uniform | density-strong | density-strong − uniform |" in out
