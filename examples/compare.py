@@ -2,7 +2,10 @@
 
 The prompt set (examples/data.py) is skewed the way scraped sets are: eight topics of
 Zipf-distributed sizes, the four largest ("common") holding 73% of the prompts and three
-groups of near-duplicate rewrites on top of them, the four smallest ("rare") 27%. The reward
+groups of near-duplicate rewrites on top of them, the four smallest ("rare") 27%. The CPU
+and GPU presets phrase every prompt with 2 templates and no ending (`--templates 2
+--modifiers 1`), so the large topics repeat their prompts verbatim and are dense where
+they are large; `--preset cpu-varied`, the first setup, uses every phrasing. The reward
 is verifiable (`examples.data.topic_reward`: 1 for an on-topic line, minus the share of
 repeated words), so it rewards on every topic exactly what the metrics measure.
 
@@ -35,8 +38,8 @@ else is secondary.
     python -m examples.compare --bases 8 9 10 11 12 13 14 15 --results RESULTS-bases8-15.md
     python -m examples.pool RESULTS-*.md        # every report's base models, pooled
 
-`--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes 25-32
-minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
+`--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes about
+30 minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
 beat few bases with many seeds: the effect varies more between base models than between
 the GRPO seeds of one (see `EXPERIMENTS`).
 """
@@ -618,7 +621,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--preset",
         choices=list(EXPERIMENTS),
         default="cpu",
-        help="experiment size (default cpu: 25-32 minutes on 2 cores)",
+        help="experiment (default cpu: about 30 minutes on 2 cores)",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
     parser.add_argument("--bases", type=int, nargs="+", help="SFT seeds, one base model each")

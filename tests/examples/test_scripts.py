@@ -127,6 +127,21 @@ def test_collapse_means_answering_with_a_common_topic() -> None:
     assert not compare.collapsed("nothing here at all.", rare)  # off topic, but not collapsed
 
 
+def test_the_cpu_preset_phrases_every_stage_s_data_alike(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    phrasing = compare.EXPERIMENTS["cpu"]["data"]
+    train, _ = data.load_data(None, topic_size=300, seed=0, **phrasing)
+    assert compare._phrasing(phrasing, train) == " (537 distinct: 2 templates, 1 ending(s))"
+    assert compare._phrasing({}, train) == ""  # the full phrasing: the Setup line says nothing
+    args = train_grpo.parse_args(["--sft", "x.pt", "--templates=2", "--modifiers=1"])
+    assert (args.templates, args.modifiers) == (2, 1)
+    with pytest.raises(SystemExit) as exit_info:
+        train_grpo.parse_args(["--sft", "x.pt", "--templates", "9"])
+    assert exit_info.value.code == 2
+    assert "--templates: invalid choice: 9" in capsys.readouterr().err
+
+
 def test_pooled_standard_error_comes_from_the_spread_over_bases() -> None:
     assert compare.mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
     # Three per-base estimates: their mean, and SD 1 / sqrt(3), however tight each one was.
