@@ -1,11 +1,12 @@
 """The A/B experiment: does sampling rare prompts more often reduce mode collapse in GRPO?
 
 The prompt set (examples/data.py) is skewed the way scraped sets are: eight topics of
-Zipf-distributed sizes, the four largest ("common") holding 73% of the prompts and three
-groups of near-duplicate rewrites on top of them, the four smallest ("rare") 27%. The CPU
-and GPU presets phrase every prompt with 2 templates and no ending (`--templates 2
---modifiers 1`), so the large topics repeat their prompts verbatim and are dense where
-they are large; `--preset cpu-varied`, the first setup, uses every phrasing. The reward
+Zipf-distributed sizes, the four largest ("common") holding 77% of the topic prompts and three
+groups of near-duplicate rewrites on top of them, the four smallest ("rare") 23%. The CPU
+and GPU presets phrase every topic prompt, training and held-out, with 2 templates and no
+ending (`--templates 2 --modifiers 1`), so the large topics repeat their prompts verbatim
+and are dense where they are large; `--preset cpu-varied`, the first setup, uses every
+phrasing. The reward
 is verifiable (`examples.data.topic_reward`: 1 for an on-topic line, minus the share of
 repeated words), so it rewards on every topic exactly what the metrics measure.
 
@@ -67,7 +68,7 @@ from scipy import stats
 
 from examples import train_grpo, train_sft
 from examples.common import load_checkpoint, pad_batch, pick_device
-from examples.data import TOPICS, Example, load_data, on_topic, topic_reward
+from examples.data import MODIFIERS, TEMPLATES, TOPICS, Example, load_data, on_topic, topic_reward
 from examples.gpt import GPT, load_model
 from examples.grpo import token_logprobs
 from examples.tokenizer import ByteTokenizer
@@ -121,10 +122,11 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     # first setup, every phrasing is used, and the base model's hidden states hardly see a
     # large topic as dense). lr 5e-4 (the stage preset has 1e-4): in pilots on bases 90-92,
     # uniform GRPO raised the collapse by +0.046 ± 0.009 at 5e-4 and +0.033 ± 0.019 at 3e-4.
-    # 8 bases x 2 seeds: two runs of 3 bases x 5 seeds (AVX-512 and AVX2 kernels) put the
-    # effect's SD between bases at about 0.043 and a seed pair's SD within a base at 0.068,
-    # so the pooled variance (0.043^2 + 0.068^2 / seeds) / bases is 0.00052 here against
-    # 0.00091 for 3 x 5, at about the same cost (an SFT run costs about 2.5 GRPO runs).
+    # 8 bases x 2 seeds: in the first setup, two runs of 3 bases x 5 seeds (AVX-512 and AVX2
+    # kernels) put the effect's SD between bases at about 0.043 and a seed pair's SD within
+    # a base at 0.068, so the pooled variance (0.043^2 + 0.068^2 / seeds) / bases is 0.00052
+    # here against 0.00091 for 3 x 5, at about the same cost (an SFT run costs about 2.5
+    # GRPO runs).
     "cpu": dict(
         stages="small",
         bases=list(range(8)),
@@ -134,6 +136,8 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         grpo=["--lr", "5e-4"],
         data=dict(templates=2, modifiers=1),
     ),
+    # cpu-varied, lr 3e-4 (the stage preset has 1e-4): at 1e-4 uniform GRPO barely moved in
+    # 100 steps and the sanity check failed; at 3e-4 it visibly over-trained the common topics.
     "cpu-varied": dict(
         stages="small",
         bases=list(range(8)),
@@ -142,6 +146,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         max_steps=None,
         grpo=["--lr", "3e-4"],
     ),
+    # gpu: the cpu preset's data at the medium stage preset's settings; not yet run or piloted.
     "gpu": dict(
         stages="medium",
         bases=list(range(24)),
@@ -334,6 +339,11 @@ def verdict(
     return f"{reading} (beyond {t:.2f} standard errors)"
 
 
+def readings(treatment: str) -> dict[str, str]:
+    """`verdict`'s wording for a comparison of `treatment` with uniform."""
+    return {"good": f"{treatment} is better", "bad": f"{treatment} is worse"}
+
+
 def bases_needed(effect: float, spread: float) -> int | None:
     """The fewest base models whose pooled test finds `effect` 80% of the time.
 
@@ -470,7 +480,8 @@ def write_results(
         f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(treatment, key):.3f} "
         f"| **{fmt(mean, se)}** | {detectable(se, n_bases):.3f} |",
         "",
-        f"**Result: {verdict(mean, se, n_bases, better)}.** {power(mean, se, n_bases, n_seeds)}",
+        f"**Result: {verdict(mean, se, n_bases, better, **readings(treatment))}.** "
+        f"{power(mean, se, n_bases, n_seeds)}",
         "",
         f"The per-base estimates range from {min(estimates):+.3f} to {max(estimates):+.3f} "
         f"(SD {spread:.3f}); within a base, one seed pair's difference varies with SD "
@@ -752,8 +763,10 @@ def _phrasing(phrasing: dict[str, int], train: list[Example]) -> str:
     if not phrasing:
         return ""
     distinct = len({e.prompt for e in train})
-    templates, modifiers = phrasing["templates"], phrasing["modifiers"]
-    return f" ({distinct} distinct: {templates} templates, {modifiers} ending(s))"
+    templates = phrasing.get("templates", len(TEMPLATES))
+    modifiers = phrasing.get("modifiers", len(MODIFIERS))
+    endings = "no ending" if modifiers == 1 else f"the first {modifiers} endings"
+    return f" ({distinct} distinct: {templates} templates, {endings})"
 
 
 def _device_name(device: torch.device) -> str:

@@ -36,6 +36,7 @@ from examples.compare import (
     detectable,
     fmt,
     pooled,
+    readings,
     verdict,
 )
 
@@ -61,7 +62,7 @@ class BaseRow:
 
     base_model: float
     uniform: float
-    density: float
+    treatment: float
     estimate: float  # treatment − uniform
     difference: str  # the estimate ± its SE over seed pairs, as the report wrote it
 
@@ -145,10 +146,15 @@ def check_poolable(reports: Sequence[Report]) -> None:
     first = reports[0]
     seen: dict[tuple[str, int], str] = {}
     for report in reports:
-        if (report.setup, report.treatment) != (first.setup, first.treatment):
+        if report.setup != first.setup:
             raise ReportError(
                 f"{report.name} and {first.name} ran different setups; pool reports of one "
                 "preset and its settings"
+            )
+        if report.treatment != first.treatment:
+            raise ReportError(
+                f"{report.name} compares {report.treatment} and {first.name} {first.treatment} "
+                "with uniform; pool reports of one comparison"
             )
         for base in report.rows:
             holder = seen.setdefault((report.machine, base), report.name)
@@ -172,22 +178,22 @@ def _by_machine(reports: Sequence[Report]) -> dict[str, list[BaseRow]]:
 
 
 def _verdict_table(
-    groups: dict[str, list[float]], better: str, **readings: str
+    groups: dict[str, list[float]], better: str, wording: dict[str, str]
 ) -> tuple[list[str], str]:
     """Per machine and over all: estimate, verdict; and whether the machines agree.
 
-    `readings` are `verdict`'s `good` and `bad`.
+    `wording` holds `verdict`'s `good` and `bad`.
     """
     lines = ["| machine | bases | estimate | verdict |", "|---|---|---|---|"]
     conclusions = set()
     for machine, values in groups.items():
         mean, se = pooled(values)
-        text = verdict(mean, se, len(values), better, **readings)
+        text = verdict(mean, se, len(values), better, **wording)
         conclusions.add(_conclusion(text))
         lines.append(f"| {machine} | {len(values)} | {fmt(mean, se)} | {text} |")
     everything = [v for values in groups.values() for v in values]
     mean, se = pooled(everything)
-    overall = verdict(mean, se, len(everything), better, **readings)
+    overall = verdict(mean, se, len(everything), better, **wording)
     lines.append(f"| **all** | {len(everything)} | **{fmt(mean, se)}** | {overall} |")
     if len(groups) == 1:
         return lines, ""
@@ -226,9 +232,9 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
     everything = [e for values in differences.values() for e in values]
     mean, se = pooled(everything)
     n = len(everything)
-    table, agreement = _verdict_table(differences, PRIMARY[2])
-    needed = bases_needed(mean, se * math.sqrt(n))
     treatment = reports[0].treatment
+    table, agreement = _verdict_table(differences, PRIMARY[2], readings(treatment))
+    needed = bases_needed(mean, se * math.sqrt(n))
     compared = next(a for a in ARMS if a.name == treatment).describe()
     lines = [
         "## Primary endpoint",
@@ -261,7 +267,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
     ]
     rises = {m: [row.uniform - row.base_model for row in rows] for m, rows in groups.items()}
     table, _ = _verdict_table(
-        rises, "higher", good="uniform GRPO raises it", bad="uniform GRPO lowers it"
+        rises, "higher", {"good": "uniform GRPO raises it", "bad": "uniform GRPO lowers it"}
     )
     lines += [
         *table,
@@ -277,7 +283,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
         for base, row in report.rows.items():
             lines.append(
                 f"| {report.name} | {base} | {report.machine} | {row.base_model:.3f} | "
-                f"{row.uniform:.3f} | {row.density:.3f} | {row.difference} |"
+                f"{row.uniform:.3f} | {row.treatment:.3f} | {row.difference} |"
             )
     lines += ["", "## The reports", "", f"| report | command | bases | {treatment} − uniform |"]
     lines.append("|---|---|---|---|")

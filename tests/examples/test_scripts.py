@@ -118,6 +118,18 @@ def test_compare_writes_the_endpoint_first_then_the_checks(tmp_path: Path) -> No
     assert list(pool.parse_report(text).estimates) == [0, 1]  # what examples.pool reads
 
 
+def test_compare_phrases_every_stage_s_data_as_its_preset_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(compare.EXPERIMENTS["smoke"], "data", dict(templates=2, modifiers=1))
+    runs = tmp_path / "runs"
+    results = compare.main(["--preset", "smoke", "--device", "cpu", "--out-dir", str(runs)])
+    assert "(182 distinct: 2 templates, no ending)" in results.read_text()  # Setup line
+    sft = load_checkpoint(runs / "sft0" / "sft.pt")["args"]
+    grpo = load_checkpoint(runs / "base0" / "density-seed0" / "ckpt.pt")["args"]
+    assert (sft["templates"], sft["modifiers"]) == (grpo["templates"], grpo["modifiers"]) == (2, 1)
+
+
 def test_collapse_means_answering_with_a_common_topic() -> None:
     rare, common = compare.RARE[0], compare.COMMON[0]
     own = data.TOPICS[rare].nouns[0]
@@ -132,7 +144,7 @@ def test_the_cpu_preset_phrases_every_stage_s_data_alike(
 ) -> None:
     phrasing = compare.EXPERIMENTS["cpu"]["data"]
     train, _ = data.load_data(None, topic_size=300, seed=0, **phrasing)
-    assert compare._phrasing(phrasing, train) == " (537 distinct: 2 templates, 1 ending(s))"
+    assert compare._phrasing(phrasing, train) == " (537 distinct: 2 templates, no ending)"
     assert compare._phrasing({}, train) == ""  # the full phrasing: the Setup line says nothing
     args = train_grpo.parse_args(["--sft", "x.pt", "--templates=2", "--modifiers=1"])
     assert (args.templates, args.modifiers) == (2, 1)
@@ -260,7 +272,7 @@ def test_pool_refuses_what_is_not_a_report_and_a_model_twice(tmp_path: Path) -> 
         pool.check_poolable([reports[0], reports[2]])
     strong = pool.parse_report(_report("-0.1 ± 0.01", first_base=7, treatment="density-strong"))
     assert strong.treatment == "density-strong"
-    with pytest.raises(pool.ReportError, match="different setups"):
+    with pytest.raises(pool.ReportError, match=r"compares density-strong and a\.md density"):
         pool.check_poolable([reports[0], strong])
     with pytest.raises(pool.ReportError, match="compares an unknown arm density-max"):
         pool.parse_report(_report("-0.1 ± 0.01", treatment="density-max"), "max.md")
