@@ -291,6 +291,26 @@ def load_data(
     )
 
 
+def load_stage_data(args: argparse.Namespace) -> tuple[list[Example], list[Example]]:
+    """A training script's data, from the arguments `add_data_arguments` added."""
+    return load_data(
+        args.data,
+        topic_size=args.topic_size,
+        seed=args.data_seed,
+        templates=args.templates,
+        modifiers=args.modifiers,
+    )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, records: str) -> None:
+    """A training script's `--data` (a JSONL of `records`), `--data-seed`, `--topic-size`
+    and the phrasing."""
+    parser.add_argument("--data", default=None, help=f"{records} JSONL (default: bundled data)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the bundled data")
+    parser.add_argument("--topic-size", type=int, default=None, help="bundled data: largest topic")
+    add_phrasing_arguments(parser)
+
+
 def add_phrasing_arguments(parser: argparse.ArgumentParser) -> None:
     """`--templates` and `--modifiers`: how varied the bundled data's prompts are."""
     parser.add_argument(

@@ -53,7 +53,7 @@ from examples.common import (
     pick_device,
     save_checkpoint,
 )
-from examples.data import Example, add_phrasing_arguments, load_data, topic_reward
+from examples.data import Example, add_data_arguments, load_stage_data, topic_reward
 from examples.gpt import GPT, load_model, save_model
 from examples.grpo import group_advantages, grpo_loss, token_logprobs
 from examples.tokenizer import ByteTokenizer
@@ -200,10 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rm", default=None, help="reward model checkpoint (--reward model)")
     parser.add_argument("--out-dir", default="runs/grpo", help="where ckpt.pt is written")
     parser.add_argument("--resume", default=None, help="checkpoint to continue from")
-    parser.add_argument("--data", default=None, help="prompt JSONL (default: bundled data)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the bundled data")
-    parser.add_argument("--topic-size", type=int, default=None, help="bundled data: largest topic")
-    add_phrasing_arguments(parser)
+    add_data_arguments(parser, "prompt")
     parser.add_argument(
         "--sampler", choices=("uniform", "density"), default="density",
         help="prompt sampling: uniform, or inverse to the density (default)",
@@ -249,13 +246,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     device = pick_device(args.device)
     tokenizer = ByteTokenizer()
-    train, _ = load_data(
-        args.data,
-        topic_size=args.topic_size,
-        seed=args.data_seed,
-        templates=args.templates,
-        modifiers=args.modifiers,
-    )
+    train, _ = load_stage_data(args)
     prompts = [e.prompt for e in train]
     sft = load_checkpoint(args.sft)
     budget = sft["config"]["block_size"] - args.max_new_tokens  # prompt tokens that fit

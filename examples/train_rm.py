@@ -37,7 +37,7 @@ from examples.common import (
     pick_device,
     save_checkpoint,
 )
-from examples.data import Example, add_phrasing_arguments, load_data
+from examples.data import Example, add_data_arguments, load_stage_data
 from examples.gpt import GPT, PRESETS, GPTConfig, load_model, save_model
 from examples.tokenizer import ByteTokenizer
 
@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
     add_common_args(parser, TRAINING)
     parser.add_argument("--sft", default=None, help="SFT checkpoint to start the backbone from")
     parser.add_argument("--out-dir", default="runs/rm", help="where rm.pt is written")
-    parser.add_argument("--data", default=None, help="preference JSONL (default: bundled data)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the bundled data")
-    parser.add_argument("--topic-size", type=int, default=None, help="bundled data: largest topic")
-    add_phrasing_arguments(parser)
+    add_data_arguments(parser, "preference")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per step")
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
     parser.add_argument("--log-every", type=int, default=50, help="steps between log lines")
@@ -127,13 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = pick_device(args.device)
     tokenizer = ByteTokenizer()
 
-    examples, _ = load_data(
-        args.data,
-        topic_size=args.topic_size,
-        seed=args.data_seed,
-        templates=args.templates,
-        modifiers=args.modifiers,
-    )
+    examples, _ = load_stage_data(args)
     examples = [e for e in examples if e.chosen and e.rejected]
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(examples), generator=generator).tolist()

@@ -31,7 +31,7 @@ from examples.common import (
     pick_device,
     save_checkpoint,
 )
-from examples.data import add_phrasing_arguments, load_data
+from examples.data import add_data_arguments, load_stage_data
 from examples.gpt import GPT, PRESETS, save_model
 from examples.tokenizer import ByteTokenizer
 
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     add_common_args(parser, TRAINING)
     parser.add_argument("--out-dir", default="runs/sft", help="where sft.pt is written")
-    parser.add_argument("--data", default=None, help="training JSONL (default: bundled data)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the bundled data")
-    parser.add_argument("--topic-size", type=int, default=None, help="bundled data: largest topic")
-    add_phrasing_arguments(parser)
+    add_data_arguments(parser, "training")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per step")
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
     parser.add_argument("--log-every", type=int, default=50, help="steps between log lines")
@@ -78,13 +75,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = pick_device(args.device)
     tokenizer = ByteTokenizer()
 
-    train, _ = load_data(
-        args.data,
-        topic_size=args.topic_size,
-        seed=args.data_seed,
-        templates=args.templates,
-        modifiers=args.modifiers,
-    )
+    train, _ = load_stage_data(args)
     train = [e for e in train if e.chosen]  # plain prompt files have no responses to learn
     half = PRESETS[args.preset].block_size // 2  # long prompts and responses get cut to fit
     pairs = [
