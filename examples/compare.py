@@ -101,6 +101,13 @@ ARMS = (
     Arm("density-strong", "density", beta=2.0, min_ess=0.40),
 )
 CONTROL, TREATMENT = "uniform", "density"
+
+
+def arm_named(name: str) -> Arm:
+    """The arm of `ARMS` called `name`."""
+    return next(a for a in ARMS if a.name == name)
+
+
 # (key, label, which direction is better); the first is the primary endpoint.
 PRIMARY = ("rare/collapse", "collapse onto the common topics on rare held-out prompts", "lower")
 SECONDARY = (
@@ -432,7 +439,7 @@ def write_results(
     key, label, better = PRIMARY
     n_bases, n_seeds = len(runs.bases), len(runs.seeds)
     treatment = TREATMENT
-    compared = next(a for a in ARMS if a.name == treatment).describe()
+    compared = arm_named(treatment).describe()
     lines = [
         "# Does density-aware sampling reduce mode collapse in GRPO?",
         "",

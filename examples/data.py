@@ -25,6 +25,7 @@ import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from katdensity.io import read_prompts
 
@@ -302,6 +303,28 @@ def load_stage_data(args: argparse.Namespace) -> tuple[list[Example], list[Examp
     )
 
 
+# The options of `add_data_arguments` that decide which prompts a run trains on.
+DATA_OPTIONS = ("data", "data_seed", "topic_size", "templates", "modifiers")
+
+
+def check_same_data(saved: dict[str, Any], args: argparse.Namespace) -> None:
+    """Raise `ValueError` if `args` choose other data than a checkpoint's `saved` arguments.
+
+    A resumed run that changed `--templates`, say, would draw the same row numbers from
+    other prompts, and nothing else would notice.
+    """
+    differ = [
+        f"--{name.replace('_', '-')} {saved[name]} in the checkpoint, {getattr(args, name)} now"
+        for name in DATA_OPTIONS
+        if name in saved and saved[name] != getattr(args, name)
+    ]
+    if differ:
+        raise ValueError(
+            "the checkpoint was trained on other data (" + "; ".join(differ) + "): resume "
+            "with its data options"
+        )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, records: str) -> None:
     """A training script's `--data` (a JSONL of `records`), `--data-seed`, `--topic-size`
     and the phrasing."""
@@ -313,22 +336,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, records: str) -> None:
 
 def add_phrasing_arguments(parser: argparse.ArgumentParser) -> None:
     """`--templates` and `--modifiers`: how varied the bundled data's prompts are."""
-    parser.add_argument(
-        "--templates",
-        type=int,
-        choices=range(1, len(TEMPLATES) + 1),
-        default=len(TEMPLATES),
-        metavar=f"1..{len(TEMPLATES)}",
-        help=f"bundled data: phrase prompts with the first N templates (default {len(TEMPLATES)})",
-    )
-    parser.add_argument(
-        "--modifiers",
-        type=int,
-        choices=range(1, len(MODIFIERS) + 1),
-        default=len(MODIFIERS),
-        metavar=f"1..{len(MODIFIERS)}",
-        help=f"bundled data: and the first N endings, 1 for none (default {len(MODIFIERS)})",
-    )
+    for flag, phrasings, help_text in (
+        ("--templates", TEMPLATES, "bundled data: phrase prompts with the first N templates"),
+        ("--modifiers", MODIFIERS, "bundled data: and the first N endings, 1 for none"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            choices=range(1, len(phrasings) + 1),
+            default=len(phrasings),
+            metavar=f"1..{len(phrasings)}",
+            help=f"{help_text} (default {len(phrasings)})",
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from examples.compare import (
     ARMS,
     MAX_BASES,
     PRIMARY,
+    arm_named,
     bases_needed,
     detectable,
     fmt,
@@ -235,7 +236,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
     treatment = reports[0].treatment
     table, agreement = _verdict_table(differences, PRIMARY[2], readings(treatment))
     needed = bases_needed(mean, se * math.sqrt(n))
-    compared = next(a for a in ARMS if a.name == treatment).describe()
+    compared = arm_named(treatment).describe()
     lines = [
         "## Primary endpoint",
         "",

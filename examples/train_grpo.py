@@ -53,7 +53,13 @@ from examples.common import (
     pick_device,
     save_checkpoint,
 )
-from examples.data import Example, add_data_arguments, load_stage_data, topic_reward
+from examples.data import (
+    Example,
+    add_data_arguments,
+    check_same_data,
+    load_stage_data,
+    topic_reward,
+)
 from examples.gpt import GPT, load_model, save_model
 from examples.grpo import group_advantages, grpo_loss, token_logprobs
 from examples.tokenizer import ByteTokenizer
@@ -282,6 +288,10 @@ def main(argv: list[str] | None = None) -> Path:
     step, epoch, draws, history = 0, 0, [], []
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume)
+        try:
+            check_same_data(checkpoint["args"], args)
+        except ValueError as error:
+            raise SystemExit(f"--resume {args.resume}: {error}") from None
         policy.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         sampler.load_state_dict(checkpoint["sampler"])

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from examples.data import load_data
+from examples.data import add_phrasing_arguments, load_data
 from examples.data import topic_reward as reward
 from katdensity import ExactKNNDensity, InverseDensityWeighting
 from katdensity.integrations.trl import DensityGRPOTrainer, DensityRefreshCallback
@@ -86,11 +86,18 @@ def main(argv: list[str] | None = None) -> DensityGRPOTrainer:
     parser.add_argument("--num-generations", type=int, default=4, help="G per prompt")
     parser.add_argument("--beta", type=float, default=1.0, help="weights = density ** -beta")
     parser.add_argument("--output-dir", default="runs/trl", help="TRL's output_dir")
+    add_phrasing_arguments(parser)
     args = parser.parse_args(argv)
     from datasets import Dataset
 
     topic_size = 60 if args.preset == "tiny" else 300
-    train, _ = load_data(None, topic_size=topic_size, seed=args.seed)
+    train, _ = load_data(
+        None,
+        topic_size=topic_size,
+        seed=args.seed,
+        templates=args.templates,
+        modifiers=args.modifiers,
+    )
     dataset = Dataset.from_dict({"id": [f"ex{i}" for i in range(len(train))],
                                  "prompt": [e.prompt for e in train],
                                  "topic": [e.topic for e in train]})  # fmt: skip

@@ -83,6 +83,16 @@ def test_resume_continues_the_same_prompts_and_weights(
     torch.testing.assert_close(resumed["sampler"]["weights"], straight["sampler"]["weights"])
 
 
+def test_resume_refuses_other_data(tiny_base: tuple[Path, Path], tmp_path: Path) -> None:
+    # Same row count, other prompts: without the check the run would go on silently.
+    grpo(tiny_base, tmp_path / "half", "--max-steps", "1")
+    with pytest.raises(SystemExit, match="--templates 8 in the checkpoint, 2 now"):
+        grpo(
+            tiny_base, tmp_path / "resumed", "--max-steps", "2", "--templates", "2",
+            "--resume", str(tmp_path / "half" / "ckpt.pt"),
+        )  # fmt: skip
+
+
 def test_refresh_needs_the_density_sampler(tiny_base: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         grpo(tiny_base, tmp_path, "--sampler", "uniform", "--refresh-every", "2")

@@ -22,9 +22,11 @@ from katdensity.integrations.trl import DensityGRPOTrainer, DensityRefreshCallba
 def test_recipe_trains_on_the_policys_weights_and_refreshes_them(tmp_path: Path) -> None:
     trainer = main(
         ["--max-steps", "2", "--refresh-every", "1", "--device", "cpu",
-         "--output-dir", str(tmp_path)]
+         "--output-dir", str(tmp_path), "--templates", "2", "--modifiers", "1"]
     )  # fmt: skip
     assert isinstance(trainer, DensityGRPOTrainer) and trainer.state.global_step == 2
+    phrased, _ = data.load_data(None, topic_size=60, seed=0, templates=2, modifiers=1)
+    assert trainer.train_dataset["prompt"] == [e.prompt for e in phrased]
     assert any(isinstance(c, DensityRefreshCallback) for c in trainer.callback_handler.callbacks)
     assert trainer.density_sampler is not None
     assert not torch.equal(trainer.density_sampler.weights, trainer.density_weights)
