@@ -165,3 +165,36 @@ def test_weights_smoothing_option(
     assert main(["--quiet", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "smoothing" in err and not bad.exists()
+
+
+def test_weights_and_sample_use_the_librarys_default_weights(tmp_path: Path) -> None:
+    """`katdensity weights` and `sample --emb` give what `InverseDensityWeighting()` gives,
+    mode cap included: a weights file handed to a trainer weighs a near-duplicate family
+    as the sampler's own default would; `--no-mode-cap` gives `mode_cap=False`'s."""
+    from katdensity import ExactKNNDensity, InverseDensityWeighting
+    from katdensity.io import save_embeddings
+    from katdensity.subset import select_subset
+
+    generator = torch.Generator().manual_seed(1)
+    points = torch.randn(200, 8, generator=generator)
+    # A family of 30 near-duplicates: the cap gives it about one prompt's weight.
+    points[:30] = points[0] + 0.01 * torch.randn(30, 8, generator=generator)
+    emb = tmp_path / "emb.pt"
+    save_embeddings(emb, [f"p{i}" for i in range(200)], points)
+    result = ExactKNNDensity(k=10, progress=False).estimate(points)
+    capped = InverseDensityWeighting()(result)
+    uncapped = InverseDensityWeighting(mode_cap=False)(result)
+    assert float(capped[:30].sum()) > 0.5 / 171 > 100 * float(uncapped[:30].sum())
+
+    for flags, expected in (([], capped), (["--no-mode-cap"], uncapped)):
+        out = tmp_path / "w.pt"
+        argv = ["weights", "--emb", str(emb), "--out", str(out), "--estimator", "exact"]
+        assert main(["--quiet", *argv, *flags]) == 0
+        record = torch.load(out, weights_only=True)
+        torch.testing.assert_close(record["weights"], expected)
+        assert record["settings"]["mode_cap"] is (flags == [])
+
+    ids = tmp_path / "ids.txt"
+    assert main(["--quiet", "sample", "--emb", str(emb), "--budget", "50", "--out", str(ids)]) == 0
+    chosen = select_subset(capped, 50, seed=0, groups=result.distinct_index)
+    assert ids.read_text().split() == [f"p{i}" for i in chosen.tolist()]

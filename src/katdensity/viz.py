@@ -534,14 +534,14 @@ def write_view(
 
     Example:
         ```python
-        from katdensity import ExactKNNDensity, inverse_density_weights
+        from katdensity import ExactKNNDensity, InverseDensityWeighting
         from katdensity.viz import write_view
 
         result = ExactKNNDensity(k=10).estimate(embeddings)
         write_view(
             "view.html", embeddings,
             log_density=result.log_density, neighbors=result.neighbors,
-            weights=inverse_density_weights(result.log_density),
+            weights=InverseDensityWeighting()(result),
             texts=texts, labels=sources, json_path="view.json",
         )
         ```

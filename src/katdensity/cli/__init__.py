@@ -141,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0.65,
         help="lowest distinct ESS/N; beta is tempered to keep it (default 0.65; 1 = uniform)",
     )
+    weights.add_argument(
+        "--no-mode-cap",
+        dest="mode_cap",
+        action="store_false",
+        help="leave near-duplicate families to the density (default: each weighs at most one "
+        "median prompt)",
+    )
     weights.set_defaults(run=commands.run_weights)
 
     sample = command(

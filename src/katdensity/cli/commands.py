@@ -13,6 +13,7 @@ import torch
 
 from katdensity import _tables
 from katdensity._atomic import atomic_path
+from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError, KatDensityError
@@ -20,7 +21,7 @@ from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts, s
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.report import weight_report
 from katdensity.subset import select_subset
-from katdensity.weights import inverse_density_weights, weights_with_floor
+from katdensity.weights import InverseDensityWeighting, weights_with_floor
 
 __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
 
@@ -114,6 +115,7 @@ def run_weights(args: argparse.Namespace) -> None:
         texts = [by_id[i] for i in stored.ids]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
     result = estimator.estimate(stored.embeddings)
+    modes = find_modes(result)
     weights, beta_used = weights_with_floor(
         result.log_density,
         beta=args.beta,
@@ -121,11 +123,17 @@ def run_weights(args: argparse.Namespace) -> None:
         uniform_mix=args.uniform_mix,
         groups=result.distinct_index,
         min_ess_ratio=args.min_ess,
+        modes=modes if args.mode_cap else None,
     )
     n = weights.shape[0]
     groups = _groups(result.distinct_index, n)
     report = weight_report(
-        result, weights, beta=args.beta, beta_used=beta_used, min_ess_ratio=args.min_ess
+        result,
+        weights,
+        beta=args.beta,
+        beta_used=beta_used,
+        min_ess_ratio=args.min_ess,
+        modes=modes,
     )
     record = {
         "ids": stored.ids,
@@ -143,6 +151,7 @@ def run_weights(args: argparse.Namespace) -> None:
             "max_weight_ratio": args.max_weight_ratio,
             "uniform_mix": args.uniform_mix,
             "min_ess_ratio": args.min_ess,
+            "mode_cap": args.mode_cap,
             "beta_used": beta_used,
         },
     }
@@ -227,7 +236,7 @@ def run_sample(args: argparse.Namespace) -> None:
         stored = load_embeddings(args.emb)
         result = estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings)
         ids, groups = stored.ids, result.distinct_index
-        weights = inverse_density_weights(result.log_density, groups=groups)
+        weights = InverseDensityWeighting()(result)  # the library's default weights
     # Exact copies of a prompt are one prompt: each is chosen at most once.
     chosen = select_subset(weights, args.budget, seed=args.seed, groups=groups)
     with atomic_path(args.out) as temporary:

@@ -167,16 +167,20 @@ def run_viz(args: argparse.Namespace) -> None:
         labels = [str(by_id[i].record.get(args.label, "")) for i in stored.ids]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
     result = estimator.estimate(stored.embeddings)
+    modes = find_modes(result)
     viz.write_view(
         args.out,
         stored.embeddings,
         log_density=result.log_density,
-        weights=inverse_density_weights(result.log_density, groups=result.distinct_index),
+        # the library's default weights, InverseDensityWeighting()'s, with the modes found once
+        weights=inverse_density_weights(
+            result.log_density, groups=result.distinct_index, modes=modes
+        ),
         texts=texts,
         ids=stored.ids,
         labels=labels,
         neighbors=result.neighbors,
-        modes=find_modes(result),
+        modes=modes,
         json_path=args.json,
         method=args.projection,
         max_points=args.max_points,
