@@ -39,10 +39,9 @@ else is secondary.
     python -m examples.compare --bases 8 9 10 11 12 13 14 15 --results RESULTS-bases8-15.md
     python -m examples.pool RESULTS-*.md        # every report's base models, pooled
 
-`--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes 31-33
-minutes on two CPU cores; `--preset smoke` is the test's. Many bases with few seeds each
-beat few bases with many seeds: the effect varies more between base models than between
-the GRPO seeds of one (see `EXPERIMENTS`).
+`--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes 27
+minutes on two cores of an Intel Xeon, 31-33 on an AMD EPYC; `--preset smoke` is the
+test's. Many bases with few seeds each beat few bases with many seeds (see `EXPERIMENTS`).
 """
 
 from __future__ import annotations
@@ -639,7 +638,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--preset",
         choices=list(EXPERIMENTS),
         default="cpu",
-        help="experiment (default cpu: 31-33 minutes on 2 cores)",
+        help="experiment (default cpu: 27-33 minutes on 2 cores)",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
     parser.add_argument("--bases", type=int, nargs="+", help="SFT seeds, one base model each")

@@ -42,8 +42,9 @@ from examples.compare import (
 )
 
 _START, _END = "<!-- --8<-- [start:primary] -->", "<!-- --8<-- [end:primary] -->"
+# The CPU's name may hold parentheses of its own: "Intel(R) Xeon(R) Processor".
 _MACHINE = re.compile(
-    r"^Machine: \S+ \((?P<cpu>[^)]*)\), .*\((?P<kernels>\w+) CPU kernels\), "
+    r"^Machine: \S+ \((?P<cpu>.*?)\), \d+ torch threads, .*\((?P<kernels>\w+) CPU kernels\), "
     r"device (?P<device>[^,;]+),",
     re.MULTILINE,
 )

@@ -195,6 +195,7 @@ def _report(
     *estimates: str,
     first_base: int = 0,
     kernels: str = "AVX512",
+    cpu: str = "AMD EPYC",
     steps: int = 100,
     uniform: tuple[float, ...] = (),
     treatment: str = "density",
@@ -208,7 +209,7 @@ def _report(
     return (
         "# Report\n\n```bash\npython -m examples.compare\n```\n\n"
         f"Setup: preset `cpu`, {len(estimates)} base models × 2 GRPO seeds × 4 arms, "
-        f"{steps} GRPO steps per run.\n\nMachine: x86_64 (AMD EPYC), 2 torch threads, torch "
+        f"{steps} GRPO steps per run.\n\nMachine: x86_64 ({cpu}), 2 torch threads, torch "
         f"2.13.0+cpu ({kernels} CPU kernels), device cpu, 2 parallel run(s); wall time 1 minutes.\n"
         f"<!-- --8<-- [start:primary] -->\n\n| base | base model | uniform | {treatment} "
         f"| {treatment} − uniform | minimal detectable |\n|---|---|---|---|---|---|\n"
@@ -243,6 +244,13 @@ def test_pool_reads_every_base_row_and_pools_over_all_bases(
     assert capsys.readouterr().out in document  # the tables it printed, under the command
     with pytest.raises(pool.ReportError, match="no primary table"):
         pool.parse_report(document)  # a pooled report is not a report to pool again
+
+
+def test_pool_reads_a_cpu_name_with_parentheses(tmp_path: Path) -> None:
+    text = _report("-0.050 ± 0.01", cpu="Intel(R) Xeon(R) Processor")
+    report = pool.parse_report(text, "xeon.md")
+    assert report.machine == "Intel(R) Xeon(R) Processor, AVX512 kernels, device cpu"
+    assert report.estimates == {0: -0.05}
 
 
 def test_pool_compares_the_verdicts_of_machines(
