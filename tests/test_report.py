@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from katdensity import ExactKNNDensity, InvalidInputError, InverseDensityWeighting
+from katdensity.density.modes import find_modes
 from katdensity.report import weight_report
 
 
@@ -53,7 +54,28 @@ def test_format_shows_texts_the_strength_and_refuses_misaligned_texts() -> None:
         weight_report(result, weights[:5])
 
 
-def test_the_result_reports_its_weights() -> None:
+def test_a_weight_result_reports_itself_like_the_explicit_call() -> None:
+    result, _ = _result_with_copies()
+    weighting = InverseDensityWeighting(min_ess_ratio=0.99)
+    weighted = weighting.weigh(result)
+    explicit = weight_report(
+        result,
+        weighted.probabilities,
+        beta=1.0,
+        beta_used=weighting.beta_used_,
+        min_ess_ratio=0.99,
+        modes=find_modes(result),
+        top=2,
+    )
+    assert weight_report(weighted, top=2) == explicit
+    assert explicit.beta_used is not None and explicit.beta_used < 1.0
+    with pytest.raises(InvalidInputError, match="carries its weights and modes"):
+        weight_report(weighted, weighted.probabilities)
+
+
+def test_the_deprecated_result_report_still_reports_its_weights() -> None:
     result, _ = _result_with_copies()
     weights = InverseDensityWeighting()(result)
-    assert result.report(weights, top=2) == weight_report(result, weights, top=2)
+    with pytest.warns(DeprecationWarning, match="use katdensity.report.weight_report"):
+        reported = result.report(weights, top=2)
+    assert reported == weight_report(result, weights, top=2)

@@ -19,7 +19,7 @@ from katdensity import (
     inverse_density_weights,
 )
 from katdensity.density.modes import find_modes
-from katdensity.weights import weights_with_floor
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO, weigh, weights_with_floor
 
 
 def test_proportional_to_density_power() -> None:
@@ -303,3 +303,42 @@ def test_copies_weigh_one_prompt_at_any_strength() -> None:
             log_density, beta=beta, groups=groups, max_weight_ratio=None, min_ess_ratio=None
         )
         torch.testing.assert_close(weights[:10].sum(), torch.tensor(1 / 3, dtype=torch.float64))
+
+
+def test_weigh_is_the_default_weighting_with_what_a_report_needs() -> None:
+    generator = torch.Generator().manual_seed(3)
+    points = torch.randn(120, 8, generator=generator)
+    points[:15] = points[0] + 1e-4 * torch.randn(15, 8, generator=generator)  # a family
+    points[20:25] = points[20]  # one prompt, five times
+    estimator = ExactKNNDensity(k=5)
+    result = estimator.estimate(points)
+    weighted = weigh(points, estimator=estimator, beta=0.8, uniform_mix=0.1)
+    modes = find_modes(result)
+    oracle, used = weights_with_floor(
+        result.log_density,
+        beta=0.8,
+        max_weight_ratio=20.0,
+        uniform_mix=0.1,
+        groups=result.distinct_index,
+        min_ess_ratio=DEFAULT_MIN_ESS_RATIO,
+        modes=modes,
+    )
+    torch.testing.assert_close(weighted.probabilities, oracle, rtol=0, atol=1e-15)
+    assert weighted.beta_used == used and weighted.beta == 0.8
+    assert torch.equal(weighted.modes, modes)
+    assert torch.equal(weighted.distinct_index, result.distinct_index)
+    assert weighted.distinct_ess == pytest.approx(
+        effective_sample_size(oracle, result.distinct_index)
+    )
+    # The Weighting, given the estimate, computes the same through the same function.
+    weighting = InverseDensityWeighting(0.8, uniform_mix=0.1)
+    torch.testing.assert_close(weighting(result), oracle, rtol=0, atol=1e-15)
+    assert weighting.beta_used_ == used
+    uncapped = weigh(result, mode_cap=False)
+    assert uncapped.settings()["mode_cap"] is False
+    torch.testing.assert_close(
+        uncapped.probabilities,
+        inverse_density_weights(result.log_density, groups=result.distinct_index),
+    )
+    with pytest.raises(InvalidInputError, match="estimator is used only for embeddings"):
+        weigh(result, estimator=estimator)

@@ -33,9 +33,11 @@ from katdensity.sampler import InverseDensitySampler
 from katdensity.subset import select_subset
 from katdensity.weights import (
     InverseDensityWeighting,
+    WeightResult,
     Weighting,
     effective_sample_size,
     inverse_density_weights,
+    weigh,
 )
 
 __version__ = "0.1.0"
@@ -57,6 +59,7 @@ __all__ = [
     "LogitEmbedder",
     "MissingDependencyError",
     "Neighbors",
+    "WeightResult",
     "Weighting",
     "__version__",
     "approx_knn",
@@ -69,5 +72,6 @@ __all__ = [
     "inverse_density_weights",
     "knn_recall",
     "select_subset",
+    "weigh",
 ]
 assert __all__ == sorted(__all__), "keep __all__ sorted"

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from katdensity._table import format_table
+from katdensity._text import shorten
 from katdensity._validate import as_probabilities, check_int
-from katdensity.density._duplicates import first_occurrence, group_sums
+from katdensity._groups import first_occurrence, group_sums
 from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
-from katdensity.weights import effective_sample_size
+from katdensity.weights import WeightResult, effective_sample_size
 
 __all__ = ["Mode", "PromptWeight", "WeightReport", "weight_report"]
 
@@ -105,8 +106,7 @@ class WeightReport:
 
         def shown(row: int) -> str:
             if texts is not None:
-                flat = " ".join(str(texts[row]).split())
-                return flat if len(flat) <= _SHOWN_CHARS else flat[: _SHOWN_CHARS - 1] + "…"
+                return shorten(str(texts[row]), _SHOWN_CHARS)
             return str(ids[row]) if ids is not None else f"#{row}"
 
         lines = [
@@ -151,8 +151,8 @@ class WeightReport:
 
 
 def weight_report(
-    result: DensityResult,
-    weights: torch.Tensor | np.ndarray,
+    result: DensityResult | WeightResult,
+    weights: torch.Tensor | np.ndarray | None = None,
     *,
     beta: float | None = None,
     beta_used: float | None = None,
@@ -162,9 +162,14 @@ def weight_report(
 ) -> WeightReport:
     """Summarise what `weights` do to the prompts of `result`.
 
+    Given a [`WeightResult`][katdensity.WeightResult] (what [`weigh`][katdensity.weigh]
+    returns), the report takes the weights, their strengths, floor and modes from it.
+
     Args:
-        result: the density estimate the weights came from (its copies and neighbours).
-        weights: `(N,)` sampling weights, row-aligned with `result`.
+        result: the density estimate the weights came from (its copies and neighbours),
+            or the `WeightResult` of [`weigh`][katdensity.weigh].
+        weights: `(N,)` sampling weights, row-aligned with `result`; only for a
+            `DensityResult`.
         beta: the strength asked for, to report.
         beta_used: the strength used, to report.
         min_ess_ratio: the ESS floor, to report.
@@ -188,6 +193,23 @@ def weight_report(
         >>> report.n_prompts, report.modes[0].rows, report.modes[0].prompts
         (41, 10, 1)
     """
+    if isinstance(result, WeightResult):
+        if weights is not None or modes is not None:
+            raise InvalidInputError(
+                "a WeightResult carries its weights and modes; pass neither weights nor modes"
+            )
+        weighted = result
+        return weight_report(
+            weighted.density,
+            weighted.probabilities,
+            beta=weighted.beta,
+            beta_used=weighted.beta_used,
+            min_ess_ratio=weighted.min_ess_ratio,
+            modes=weighted.modes,
+            top=top,
+        )
+    if weights is None:
+        raise InvalidInputError("weights should be given with a DensityResult")
     probabilities = as_probabilities(weights)
     n = len(result)
     if probabilities.shape[0] != n:
@@ -199,7 +221,7 @@ def weight_report(
     labels = find_modes(result) if modes is None else modes.to(device="cpu", dtype=torch.int64)
     if labels.shape != (n,):
         raise InvalidInputError(f"modes should hold one label per row ({n})")
-    distinct = torch.arange(n) if result.distinct_index is None else result.distinct_index
+    distinct = result.distinct_index
     n_prompts = int(distinct.max()) + 1
     return WeightReport(
         n_rows=n,

@@ -7,7 +7,7 @@ import torch
 
 from katdensity._draws import draw_without_replacement
 from katdensity._validate import as_groups, as_probabilities, check_int
-from katdensity.density._duplicates import first_occurrence, group_sums
+from katdensity._groups import first_occurrence, group_sums
 from katdensity.errors import InvalidInputError
 
 __all__ = ["select_subset"]

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
-from katdensity.density._duplicates import first_occurrence, group_sums
-from katdensity.density.result import DensityResult
+from katdensity._groups import first_occurrence, group_sums
+from katdensity.density.result import DensityEstimator, DensityResult
 from katdensity.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_MIN_ESS_RATIO",
     "InverseDensityWeighting",
+    "WeightResult",
     "Weighting",
     "effective_sample_size",
     "inverse_density_weights",
+    "weigh",
     "weights_with_floor",
 ]
 
@@ -320,6 +323,142 @@ def effective_sample_size(
     return _distinct_ess(probabilities, *_labels(groups, probabilities.shape[0]))
 
 
+@dataclass(frozen=True)
+class WeightResult:
+    """The default weights of a prompt set and everything a report of them needs.
+
+    Attributes:
+        probabilities: `(N,)` float64 sampling probabilities summing to 1, row `i` for
+            row `i` of `density`.
+        density: the density estimate they were computed from (its neighbour graph, its
+            copies in `density.distinct_index`).
+        modes: `(N,)` int64 mode labels of
+            [`find_modes`][katdensity.density.modes.find_modes], found once: capped when
+            `mode_cap`, and listed by the report either way.
+        beta: the strength asked for.
+        beta_used: the strength used: `beta`, or less where the ESS floor tempered it.
+        max_weight_ratio: the cap on a prompt's probability, as a multiple of uniform.
+        uniform_mix: the share of uniform probability mixed in.
+        min_ess_ratio: the floor on the distinct ESS/M, `None` for none.
+        mode_cap: whether each mode weighs at most one median prompt.
+    """
+
+    probabilities: torch.Tensor
+    density: DensityResult
+    modes: torch.Tensor
+    beta: float
+    beta_used: float
+    max_weight_ratio: float | None
+    uniform_mix: float
+    min_ess_ratio: float | None
+    mode_cap: bool
+
+    @property
+    def distinct_index(self) -> torch.Tensor:
+        """`(N,)` int64: the distinct prompt each row is a copy of (the density's)."""
+        return self.density.distinct_index
+
+    @property
+    def distinct_ess(self) -> float:
+        """Kish's effective sample size over distinct prompts (copies added first)."""
+        return effective_sample_size(self.probabilities, self.distinct_index)
+
+    def settings(self) -> dict[str, float | bool | None]:
+        """The options the weights were computed with, `beta_used` included (plain values)."""
+        return {
+            "beta": self.beta,
+            "max_weight_ratio": self.max_weight_ratio,
+            "uniform_mix": self.uniform_mix,
+            "min_ess_ratio": self.min_ess_ratio,
+            "mode_cap": self.mode_cap,
+            "beta_used": self.beta_used,
+        }
+
+
+def weigh(
+    source: DensityResult | torch.Tensor | np.ndarray,
+    *,
+    estimator: DensityEstimator | None = None,
+    beta: float = 1.0,
+    max_weight_ratio: float | None = 20.0,
+    uniform_mix: float = 0.0,
+    min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
+    mode_cap: bool = True,
+) -> WeightResult:
+    """The library's default weights: the one path from embeddings to sampling probabilities.
+
+    Every entry point (the default [`InverseDensityWeighting`][katdensity.InverseDensityWeighting],
+    the `katdensity` commands, the demo, the TRL and verl integrations) computes its weights
+    here, so they agree by construction. It finds the modes once, applies
+    [`inverse_density_weights`][katdensity.inverse_density_weights] with the copies and the
+    modes of the estimate, and returns the probabilities with what a report needs.
+
+    Args:
+        source: a [`DensityResult`][katdensity.DensityResult], or `(N, D)` embeddings to
+            estimate it from with `estimator`.
+        estimator: any [`DensityEstimator`][katdensity.DensityEstimator] for embeddings;
+            default `ExactKNNDensity()`. Not used for a `DensityResult`.
+        beta: strength of the inverse-density correction (0 uniform, 1 full).
+        max_weight_ratio: cap on any prompt's probability (its copies together), as a
+            multiple of uniform `1/M`; `None` disables it.
+        uniform_mix: share of uniform probability mixed in, in `[0, 1]`.
+        min_ess_ratio: the smallest distinct ESS/M allowed (default 0.65); `None` lets
+            `beta` act in full.
+        mode_cap: weigh each family of near-duplicates at most as one prompt of median
+            density (default `True`).
+
+    Returns:
+        The weights, row-aligned with `source`, and how they were made.
+
+    Raises:
+        InvalidInputError: bad embeddings or options out of range.
+
+    Example:
+        >>> import torch
+        >>> from katdensity import weigh
+        >>> points = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+        >>> points[:20] = points[0]  # one prompt, twenty times
+        >>> weighted = weigh(points)
+        >>> round(float(weighted.probabilities[:20].sum()) * 81, 1)  # about one prompt's share
+        1.0
+    """
+    if isinstance(source, DensityResult):
+        if estimator is not None:
+            raise InvalidInputError("estimator is used only for embeddings, not a DensityResult")
+        result = source
+    else:
+        if estimator is None:
+            from katdensity.density.exact import ExactKNNDensity
+
+            estimator = ExactKNNDensity()
+        result = estimator.estimate(source)
+    if not isinstance(mode_cap, bool):
+        raise InvalidInputError(f"mode_cap should be True or False, but got {mode_cap!r}")
+    from katdensity.density.modes import find_modes  # scipy, imported on first use
+
+    modes = find_modes(result)
+    probabilities, beta_used = weights_with_floor(
+        result.log_density,
+        beta=beta,
+        max_weight_ratio=max_weight_ratio,
+        uniform_mix=uniform_mix,
+        groups=result.distinct_index,
+        min_ess_ratio=min_ess_ratio,
+        modes=modes if mode_cap else None,
+    )
+    return WeightResult(
+        probabilities=probabilities,
+        density=result,
+        modes=modes,
+        beta=float(beta),
+        beta_used=beta_used,
+        max_weight_ratio=max_weight_ratio,
+        uniform_mix=float(uniform_mix),
+        min_ess_ratio=min_ess_ratio,
+        mode_cap=mode_cap,
+    )
+
+
 class InverseDensityWeighting:
     """The default [`Weighting`][katdensity.Weighting], built on
     [`inverse_density_weights`][katdensity.inverse_density_weights].
@@ -336,7 +475,8 @@ class InverseDensityWeighting:
             median density (default `True`); `False` leaves families to the density alone.
 
     Attributes:
-        beta_used_: the strength the last call used (`beta`, or less to meet the floor).
+        beta_used_: the strength the last call used (`beta`, or less to meet the floor);
+            [`weigh`][katdensity.InverseDensityWeighting.weigh] returns it with the weights.
     """
 
     def __init__(
@@ -362,23 +502,26 @@ class InverseDensityWeighting:
         self.beta_used_: float | None = None
 
     def __call__(self, result: DensityResult) -> torch.Tensor:
-        """Probabilities `(N,)` for the points of `result`."""
+        """Probabilities `(N,)` for the points of `result`: `self.weigh(result).probabilities`."""
+        return self.weigh(result).probabilities
+
+    def weigh(self, result: DensityResult) -> WeightResult:
+        """The weights of `result` with these options, and what a report needs:
+        [`weigh`][katdensity.weigh]`(result, ...)`."""
         if not isinstance(result, DensityResult):
             raise InvalidInputError(
                 f"result should be a DensityResult, but got {type(result).__name__}"
             )
-        from katdensity.density.modes import find_modes  # scipy, imported on first use
-
-        probabilities, self.beta_used_ = weights_with_floor(
-            result.log_density,
+        weighted = weigh(
+            result,
             beta=self.beta,
             max_weight_ratio=self.max_weight_ratio,
             uniform_mix=self.uniform_mix,
-            groups=result.distinct_index,
             min_ess_ratio=self.min_ess_ratio,
-            modes=find_modes(result) if self.mode_cap else None,
+            mode_cap=self.mode_cap,
         )
-        return probabilities
+        self.beta_used_ = weighted.beta_used
+        return weighted
 
     def __repr__(self) -> str:
         return (

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-__all__ = [
-    "DistinctRows",
-    "distinct_rows",
-    "fingerprint",
-    "first_occurrence",
-    "group_by_fingerprint",
-    "group_sums",
-    "regroup",
-]
+from katdensity._groups import DistinctRows, in_file_order
 
-
-@dataclass(frozen=True)
-class DistinctRows:
-    """`points[first]` are the distinct rows; input row `i` equals distinct row `inverse[i]`."""
-
-    first: torch.Tensor  # (M,) int64: the first input row holding each distinct value
-    inverse: torch.Tensor  # (N,) int64
-    counts: torch.Tensor  # (M,) int64: copies of each distinct value
+__all__ = ["distinct_rows", "fingerprint", "group_by_fingerprint"]
 
 
 def fingerprint(rows: torch.Tensor) -> torch.Tensor:
@@ -46,23 +29,7 @@ def group_by_fingerprint(fingerprints: torch.Tensor) -> DistinctRows | None:
     _, inverse, counts = torch.unique(fingerprints, return_inverse=True, return_counts=True)
     if counts.numel() == fingerprints.numel():
         return None
-    return _in_file_order(inverse, counts)
-
-
-def regroup(labels: torch.Tensor) -> DistinctRows:
-    """Groups of rows with equal integer labels, numbered in order of first appearance."""
-    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    return _in_file_order(inverse, counts)
-
-
-def _in_file_order(inverse: torch.Tensor, counts: torch.Tensor) -> DistinctRows:
-    # torch.unique numbers groups by sorted key (a hash); renumber them by first row so the
-    # distinct rows keep the input's order (sequential reads, ties broken by input index).
-    first = first_occurrence(inverse, counts.numel())
-    order = torch.argsort(first)
-    renumber = torch.empty_like(order)
-    renumber[order] = torch.arange(order.numel())
-    return DistinctRows(first=first[order], inverse=renumber[inverse], counts=counts[order])
+    return in_file_order(inverse, counts)
 
 
 def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
@@ -76,17 +43,5 @@ def distinct_rows(points: torch.Tensor) -> DistinctRows | None:
         _, inverse, counts = torch.unique(
             cpu_points, dim=0, return_inverse=True, return_counts=True
         )
-        groups = _in_file_order(inverse, counts)
+        groups = in_file_order(inverse, counts)
     return groups
-
-
-def first_occurrence(inverse: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """The first row of each of `n_groups` groups, given each row's group `inverse`."""
-    rows = torch.arange(inverse.numel())
-    first = torch.full((n_groups,), inverse.numel(), dtype=torch.int64)
-    return first.scatter_reduce(0, inverse, rows, reduce="amin")
-
-
-def group_sums(values: torch.Tensor, labels: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """`(n_groups,)` float64: the sum of `values` over the rows of each group."""
-    return torch.zeros(n_groups, dtype=torch.float64).index_add_(0, labels, values.double())

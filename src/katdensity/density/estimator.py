@@ -12,13 +12,8 @@ import torch
 
 from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings, check_choice, check_int, check_real
-from katdensity.density._duplicates import (
-    DistinctRows,
-    distinct_rows,
-    fingerprint,
-    group_by_fingerprint,
-    regroup,
-)
+from katdensity._groups import DistinctRows, regroup
+from katdensity.density._duplicates import distinct_rows, fingerprint, group_by_fingerprint
 from katdensity.density.formula import DEFAULT_SMOOTHING, SMOOTHING_WIDTH, knn_log_density
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError

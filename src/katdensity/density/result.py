@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from katdensity._validate import as_groups
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
-
-if TYPE_CHECKING:
-    from katdensity.report import WeightReport
 
 __all__ = ["DensityEstimator", "DensityResult"]
 
@@ -28,18 +28,20 @@ class DensityResult:
         neighbors: the k-nearest-neighbour graph the density was computed from.
         intrinsic_dim: the dimension `d` used in the `r^-d` volume law (estimated or given).
         multiplicity: `(N,)` int64 number of rows identical to each row (1 when unique);
-            `None` when the estimator does not track duplicates.
+            built from `distinct_index` when not given.
         distinct_index: `(N,)` int64: the distinct prompt each row is a copy of, numbered in
-            order of first appearance (rows with equal embeddings share a number); `None`
-            when the estimator does not track duplicates. Weights, ESS and subsets count
-            the copies of a prompt together through it.
+            order of first appearance (rows with equal embeddings share a number); every row
+            distinct (`arange(N)`) when not given. Weights, ESS and subsets count the copies
+            of a prompt together through it.
     """
 
     log_density: torch.Tensor
     neighbors: Neighbors
     intrinsic_dim: float
-    multiplicity: torch.Tensor | None = None
-    distinct_index: torch.Tensor | None = None
+    # Given as None (the default), both are filled in with every row distinct, so a result
+    # always carries them: nothing downstream needs a fallback.
+    multiplicity: torch.Tensor = None  # type: ignore[assignment]
+    distinct_index: torch.Tensor = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.log_density.ndim != 1 or self.log_density.dtype != torch.float64:
@@ -47,28 +49,43 @@ class DensityResult:
                 "log_density should be a 1-D float64 tensor, but got "
                 f"shape {tuple(self.log_density.shape)} and dtype {self.log_density.dtype}"
             )
-        if self.log_density.shape[0] != len(self.neighbors):
+        n = self.log_density.shape[0]
+        if n != len(self.neighbors):
             raise InvalidInputError(
-                f"log_density has {self.log_density.shape[0]} entries but neighbors has "
+                f"log_density has {n} entries but neighbors has "
                 f"{len(self.neighbors)} rows; they should describe the same points"
             )
+        if self.distinct_index is None:
+            object.__setattr__(self, "distinct_index", torch.arange(n))
+        else:
+            labels, _ = as_groups(self.distinct_index, n, name="distinct_index")
+            object.__setattr__(self, "distinct_index", labels)
+        if self.multiplicity is None:
+            copies = torch.bincount(self.distinct_index)[self.distinct_index]
+            object.__setattr__(self, "multiplicity", copies)
 
     def __len__(self) -> int:
         return int(self.log_density.shape[0])
 
-    def report(self, weights: torch.Tensor | np.ndarray, **options: Any) -> WeightReport:
-        """What `weights` do to these prompts: [`weight_report`][katdensity.report.weight_report].
+    def report(self, weights: torch.Tensor | np.ndarray, **options: Any) -> Any:
+        """Deprecated: use [`weight_report`][katdensity.report.weight_report]`(result, weights)`.
 
         Args:
             weights: `(N,)` sampling weights, row-aligned with this result.
             **options: passed on (`beta`, `beta_used`, `min_ess_ratio`, `modes`, `top`).
 
         Returns:
-            The report; `report.format(texts)` renders it.
+            The [`WeightReport`][katdensity.report.WeightReport].
         """
-        from katdensity.report import weight_report
-
-        return weight_report(self, weights, **options)
+        warnings.warn(
+            "DensityResult.report(weights) is deprecated; use "
+            "katdensity.report.weight_report(result, weights)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # Looked up at call time: the density layer does not depend on the report built on it.
+        report = importlib.import_module("katdensity.report")
+        return report.weight_report(self, weights, **options)
 
 
 @runtime_checkable
