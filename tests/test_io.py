@@ -163,3 +163,41 @@ def test_failed_npy_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(OSError, match="disk full"):
         save_embeddings(tmp_path / "out.npy", ["a"], torch.zeros(1, 2))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_rule_turns_a_prompt_into_text() -> None:
+    from katdensity.integrations._weights import prompt_texts
+    from katdensity.io import prompt_text
+
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Add"}, {"type": "image"}]},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "2 and 3"},
+    ]
+    assert prompt_text(chat, where="row 0") == "Add\n\n2 and 3"
+    assert prompt_text("What is 2 plus 3?", where="row 0") == "What is 2 plus 3?"
+    # The JSONL reader follows the same rule for a chat record.
+    assert prompt_texts(["a", chat]) == ["a", "Add\n\n2 and 3"]
+    refused = [
+        ("   ", "the prompt is empty"),
+        ([{"role": "assistant", "content": "only an answer"}], "the prompt is empty"),
+        (7, "should be a string or a list of"),
+        ([{"role": "user", "content": 3}], "'content' should be a string or a list of parts"),
+    ]
+    for prompt, message in refused:
+        with pytest.raises(InvalidInputError, match=message) as direct:
+            prompt_text(prompt, where="train_dataset['prompt'][1]")
+        # The TRL route refuses it with the same message.
+        with pytest.raises(InvalidInputError) as trl_route:
+            prompt_texts(["fine", prompt])
+        assert str(trl_route.value) == str(direct.value)
+
+
+def test_the_reader_takes_content_parts_as_the_trl_route_does(tmp_path: Path) -> None:
+    from katdensity.integrations._weights import prompt_texts
+
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Name a colour"}]}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"id": "a", "prefix": {"messages": messages}}) + "\n")
+    assert [p.text for p in read_prompts(path)] == prompt_texts([messages])

@@ -455,8 +455,8 @@ def test_cli_write_column_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (["--data", saved], tmp_path, "should be a new path, but .* is --data itself or holds"),
         (["--data", data], "x.csv", "should be a .parquet file for a parquet --data"),
         (["--data", saved], emb, "exists and is not a saved dataset folder"),
-        (["--data", more], "x.parquet", "has id '5', which .*emb.pt has not"),
-        (["--data", repeated], "x.parquet", "ids should be unique .* but '1000' repeats"),
+        (["--data", more], "x.parquet", r"emb.pt should hold every id of --data .*\['5'\]"),
+        (["--data", repeated], "x.parquet", "id '1000' is in rows 0 and 24"),
     ]
     for data_args, target, message in cases:
         out = tmp_path / "w.pt"

@@ -24,7 +24,7 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
 from katdensity.density.exact import ExactKNNDensity
-from katdensity.density.modes import find_modes
+from katdensity.density.formula import DEFAULT_K
 from katdensity.density.result import DensityResult
 from katdensity.embedders.hashing import HashingEmbedder
 from katdensity.errors import MissingDependencyError
@@ -32,13 +32,15 @@ from katdensity.io import prompt_id
 from katdensity.report import WeightReport, weight_report
 from katdensity.sampler import InverseDensitySampler
 from katdensity.synthetic import generated_prompts
-from katdensity.weights import InverseDensityWeighting
+from katdensity.weights import DEFAULT_BETA, weigh
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DEFAULT_SAMPLE_SIZE", "DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 _TEMPLATED = "templated near-duplicates"
+# Prompts in each of the demo's two samples, uniform and inverse-density.
+DEFAULT_SAMPLE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,9 @@ def run_demo(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     seed: int = 0,
-    k: int = 10,
-    beta: float = 1.0,
-    sample_size: int = 1000,
+    k: int = DEFAULT_K,
+    beta: float = DEFAULT_BETA,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
 ) -> DemoResult:
     """Run the demo and, with `out_dir`, write its files there.
 
@@ -85,9 +87,8 @@ def run_demo(
     data = generated_prompts(seed=seed)
     n = len(data.texts)
     embeddings = HashingEmbedder().embed(data.texts)
-    result = ExactKNNDensity(k=k).estimate(embeddings)
-    weighting = InverseDensityWeighting(beta)
-    weights = weighting(result)
+    weighted = weigh(embeddings, estimator=ExactKNNDensity(k=k), beta=beta)
+    result, weights, modes = weighted.density, weighted.probabilities, weighted.modes
     # What a trainer sees: draws with replacement from the sampler, one per training prompt.
     uniform = torch.tensor(list(InverseDensitySampler(torch.ones(n), sample_size, seed=seed)))
     dense = torch.tensor(list(InverseDensitySampler(weights, sample_size, seed=seed)))
@@ -102,15 +103,7 @@ def run_demo(
         )
         for group in groups
     }
-    modes = find_modes(result)
-    summary = weight_report(
-        result,
-        weights,
-        modes=modes,
-        beta=beta,
-        beta_used=weighting.beta_used_,
-        min_ess_ratio=weighting.min_ess_ratio,
-    )
+    summary = weight_report(weighted)
     topics = len(groups) - 1
     report = "\n".join(
         [

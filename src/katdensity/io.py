@@ -51,6 +51,7 @@ import torch
 from katdensity import _tables
 from katdensity._atomic import atomic_path
 from katdensity._progress import progress_bar
+from katdensity._text import shorten
 from katdensity._validate import as_embeddings
 from katdensity.errors import InvalidInputError
 
@@ -64,6 +65,7 @@ __all__ = [
     "load_embeddings",
     "load_weights",
     "prompt_id",
+    "prompt_text",
     "read_prompts",
     "save_embeddings",
 ]
@@ -267,6 +269,46 @@ def _prompt_text(record: Mapping[str, Any], field: str | None, where: str) -> st
     return None
 
 
+def prompt_text(prompt: Any, *, where: str) -> str:
+    """The text of one prompt, by the rule every reader and trainer integration follows.
+
+    A string is its own text. A conversation (a list of `{"role", "content"}` messages) is
+    the content of its `user` messages, in order, joined by a blank line; a content given
+    as parts (`[{"type": "text", "text": ...}, ...]`) is the text of its text parts, joined
+    by a newline (image and other parts carry no text to embed).
+
+    Args:
+        prompt: a string or a list of chat messages.
+        where: how messages name the prompt, e.g. `"train_dataset['prompt'][3]"`.
+
+    Returns:
+        The text to embed.
+
+    Raises:
+        InvalidInputError: another type, a message that is not an object, a content that is
+            neither a string nor a list of parts, or a prompt with no text.
+
+    Example:
+        >>> from katdensity.io import prompt_text
+        >>> prompt_text([{"role": "system", "content": "Be brief."},
+        ...              {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        ...             where="row 0")
+        'Hi'
+    """
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, list):
+        text = _user_turns(prompt, where, "messages")
+    else:
+        raise InvalidInputError(
+            f"{where}: should be a string or a list of "
+            f'{{"role": ..., "content": ...}} messages, but is {_shown(prompt)}'
+        )
+    if not text.strip():
+        raise InvalidInputError(f"{where}: the prompt is empty")
+    return text
+
+
 def _user_turns(messages: list[Any], where: str, name: str) -> str:
     """The prompt of a chat: the `content` of its `user` messages, joined by a blank line."""
     turns = []
@@ -277,8 +319,22 @@ def _user_turns(messages: list[Any], where: str, name: str) -> str:
                 f'{{"role": ..., "content": "..."}}, but is {_shown(message)}'
             )
         if message.get("role") == "user":
-            turns.append(_string(message, "content", f"{where}: {name}[{index}]") or "")
+            turns.append(_content(message.get("content"), f"{where}: {name}[{index}]"))
     return "\n\n".join(turns)
+
+
+def _content(content: Any, where: str) -> str:
+    """A message's text: a string, or the text of its `{"type": "text", "text": ...}` parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(part, Mapping) for part in content):
+        texts = [part.get("text") for part in content if part.get("type") == "text"]
+        if all(isinstance(text, str) for text in texts):
+            return "\n".join(texts)
+    raise InvalidInputError(
+        f"{where}: 'content' should be a string or a list of parts "
+        f'{{"type": "text", "text": "..."}}, but is {_shown(content)}'
+    )
 
 
 def _string(record: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -604,7 +660,7 @@ def _shown(value: Any) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         return f"a {type(value).__name__}"
-    return text if len(text) <= 40 else text[:39] + "…"
+    return shorten(text, 40)
 
 
 def _first_line(error: Exception) -> str:

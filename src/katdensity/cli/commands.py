@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,15 @@ import torch
 
 from katdensity import _tables
 from katdensity._atomic import atomic_path
-from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
-from katdensity.errors import InvalidInputError, KatDensityError
+from katdensity.errors import InvalidInputError
+from katdensity.ids import check_unique_ids, match_ids
 from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts, save_embeddings
 from katdensity.registry import get_embedder, get_estimator
 from katdensity.report import weight_report
 from katdensity.subset import select_subset
-from katdensity.weights import InverseDensityWeighting, weights_with_floor
+from katdensity.weights import weigh
 
 __all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
 
@@ -30,19 +29,14 @@ def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder
     """The named embedder; `--quiet` turns off its progress bar.
 
     Raises:
-        InvalidInputError: an unknown name, or options the embedder does not take (such as
-            ones recorded in a damaged embeddings file).
+        InvalidInputError: an unknown name, or options the embedder's signature does not take
+            (such as ones recorded in a damaged embeddings file); see
+            [`get_embedder`][katdensity.get_embedder]. Errors raised while building it pass
+            unchanged.
     """
     if quiet:
         options = {**options, "progress": False}
-    try:
-        return get_embedder(spec, **options)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, KatDensityError):
-            raise
-        raise InvalidInputError(
-            f"embedder {spec!r} does not take the options {options}: {error}"
-        ) from None
+    return get_embedder(spec, **options)
 
 
 def estimator_for(
@@ -78,12 +72,11 @@ def run_prompts(args: argparse.Namespace) -> None:
 
 def run_embed(args: argparse.Namespace) -> None:
     prompts = read_prompts(args.data, field=args.field)
-    repeated = [i for i, count in Counter(p.id for p in prompts).items() if count > 1]
-    if repeated:
-        raise InvalidInputError(
-            f"{args.data}: ids should be unique, but {repeated[0]!r} repeats; fix the ids "
-            "or drop them to get derived ones"
-        )
+    check_unique_ids(
+        [p.id for p in prompts],
+        source=f"--data {args.data}",
+        fix="fix the ids or drop them to get derived ones",
+    )
     options: dict[str, Any] = {} if args.batch_size is None else {"batch_size": args.batch_size}
     embedder = embedder_for(args.embedder, options, quiet=args.quiet)
     embeddings = embedder.embed([p.text for p in prompts])
@@ -105,54 +98,39 @@ def run_weights(args: argparse.Namespace) -> None:
     texts = None
     prompts = None if args.data is None else read_prompts(args.data, field=args.field)
     if prompts is not None:
-        by_id = {prompt.id: prompt.text for prompt in prompts}
-        missing = next((i for i in stored.ids if i not in by_id), None)
-        if missing is not None:
-            raise InvalidInputError(
-                f"--data should hold the prompts of {args.emb}, but id {missing!r} is not in "
-                f"{args.data}"
-            )
-        texts = [by_id[i] for i in stored.ids]
+        rows = match_ids(
+            stored.ids,
+            [prompt.id for prompt in prompts],
+            wanted_from=args.emb,
+            available_from=f"--data {args.data}",
+            extra="allow",
+            fix="pass the prompt file that was embedded",
+        )
+        texts = [prompts[row].text for row in rows.tolist()]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
-    result = estimator.estimate(stored.embeddings)
-    modes = find_modes(result)
-    weights, beta_used = weights_with_floor(
-        result.log_density,
+    weighted = weigh(
+        estimator.estimate(stored.embeddings),
         beta=args.beta,
         max_weight_ratio=args.max_weight_ratio,
         uniform_mix=args.uniform_mix,
-        groups=result.distinct_index,
         min_ess_ratio=args.min_ess,
-        modes=modes if args.mode_cap else None,
+        mode_cap=args.mode_cap,
     )
-    n = weights.shape[0]
-    groups = _groups(result.distinct_index, n)
-    report = weight_report(
-        result,
-        weights,
-        beta=args.beta,
-        beta_used=beta_used,
-        min_ess_ratio=args.min_ess,
-        modes=modes,
-    )
+    result, weights = weighted.density, weighted.probabilities
+    report = weight_report(weighted)
     record = {
         "ids": stored.ids,
         "log_density": result.log_density,
         "weights": weights,
-        "distinct_index": groups,
+        "distinct_index": result.distinct_index,
         "ess": report.ess_rows,
         "distinct_ess": report.ess_prompts,
         "intrinsic_dim": result.intrinsic_dim,
         "settings": {
             "k": args.k,
             "smoothing": getattr(estimator, "smoothing", args.smoothing),
-            "beta": args.beta,
             "estimator": args.estimator,
-            "max_weight_ratio": args.max_weight_ratio,
-            "uniform_mix": args.uniform_mix,
-            "min_ess_ratio": args.min_ess,
-            "mode_cap": args.mode_cap,
-            "beta_used": beta_used,
+            **weighted.settings(),
         },
     }
     column = None
@@ -164,7 +142,7 @@ def run_weights(args: argparse.Namespace) -> None:
         _tables.write_with_column(
             Path(args.data), Path(args.write_column), column, progress=not args.quiet
         )
-    print(f"prompts              {n} rows, {report.n_prompts} distinct")
+    print(f"prompts              {len(weights)} rows, {report.n_prompts} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
     print(report.format(texts, stored.ids))
     print(f"wrote weights to {args.out}")
@@ -208,22 +186,15 @@ def _weight_column(
     prompts: list[Prompt], ids: list[str], weights: torch.Tensor, emb: str, data: str
 ) -> list[float]:
     """The weight of each row of `data`, matched by id; the ids must match one to one."""
-    seen: set[str] = set()
-    known = set(ids)
-    for prompt in prompts:
-        if prompt.id in seen:
-            raise InvalidInputError(
-                f"--data ids should be unique to match weights to rows, but {prompt.id!r} "
-                f"repeats in {data}"
-            )
-        if prompt.id not in known:
-            raise InvalidInputError(
-                f"--data should hold exactly the prompts of {emb}, but {data} has id "
-                f"{prompt.id!r}, which {emb} has not; embed this data with `katdensity embed`"
-            )
-        seen.add(prompt.id)
-    weight_of = dict(zip(ids, weights.double().tolist(), strict=True))
-    return [weight_of[prompt.id] for prompt in prompts]
+    rows = match_ids(
+        [prompt.id for prompt in prompts],
+        ids,
+        wanted_from=f"--data {data}",
+        available_from=emb,
+        extra="refuse",
+        fix="embed this data with `katdensity embed`",
+    )
+    return weights.double()[rows].tolist()
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -234,16 +205,10 @@ def run_sample(args: argparse.Namespace) -> None:
         ids, weights, groups = stored_weights.ids, stored_weights.weights, stored_weights.groups
     else:
         stored = load_embeddings(args.emb)
-        result = estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings)
-        ids, groups = stored.ids, result.distinct_index
-        weights = InverseDensityWeighting()(result)  # the library's default weights
+        weighted = weigh(estimator_for("auto", k=10, quiet=args.quiet).estimate(stored.embeddings))
+        ids, weights, groups = stored.ids, weighted.probabilities, weighted.distinct_index
     # Exact copies of a prompt are one prompt: each is chosen at most once.
     chosen = select_subset(weights, args.budget, seed=args.seed, groups=groups)
     with atomic_path(args.out) as temporary:
         temporary.write_text("".join(f"{ids[i]}\n" for i in chosen.tolist()), encoding="utf-8")
     print(f"wrote {chosen.numel()} ids to {args.out}")
-
-
-def _groups(distinct_index: torch.Tensor | None, n: int) -> torch.Tensor:
-    """The copy groups of an estimate; every row its own when the estimator does not say."""
-    return torch.arange(n) if distinct_index is None else distinct_index

@@ -14,12 +14,13 @@ import torch
 
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
+from katdensity._text import shorten
 from katdensity.cli.commands import embedder_for, estimator_for
-from katdensity.density.modes import find_modes
 from katdensity.errors import InvalidInputError
+from katdensity.ids import check_unique_ids, match_ids
 from katdensity.io import EmbeddingsFile, load_embeddings, read_prompts
 from katdensity.metrics import diversity_report
-from katdensity.weights import inverse_density_weights
+from katdensity.weights import weigh
 
 __all__ = ["run_diversity", "run_neighbors", "run_viz"]
 
@@ -40,12 +41,11 @@ def _embedder_from(stored: EmbeddingsFile, path: str, *, quiet: bool) -> Any:
 
 
 def _texts_by_id(data: str | None, field: str | None) -> dict[str, str]:
-    return {} if data is None else {p.id: p.text for p in read_prompts(data, field=field)}
-
-
-def _shorten(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _SHOWN_CHARS else flat[: _SHOWN_CHARS - 1] + "…"
+    if data is None:
+        return {}
+    prompts = read_prompts(data, field=field)
+    check_unique_ids([p.id for p in prompts], source=f"--data {data}")
+    return {p.id: p.text for p in prompts}
 
 
 def run_neighbors(args: argparse.Namespace) -> None:
@@ -83,7 +83,7 @@ def run_neighbors(args: argparse.Namespace) -> None:
         zip(best.values.tolist(), best.indices.tolist(), strict=True), start=1
     ):
         identifier = stored.ids[row]
-        text = _shorten(texts[identifier]) if identifier in texts else ""
+        text = shorten(texts[identifier], _SHOWN_CHARS) if identifier in texts else ""
         print(f"{rank:>3}  {similarity:+.4f}  {identifier}  {text}".rstrip())
 
 
@@ -152,35 +152,36 @@ def run_viz(args: argparse.Namespace) -> None:
     from katdensity import viz
 
     stored = load_embeddings(args.emb)
-    by_id = {p.id: p for p in read_prompts(args.data, field=args.field)} if args.data else {}
-    missing = [identifier for identifier in stored.ids if identifier not in by_id]
-    if by_id and missing:
-        raise InvalidInputError(
-            f"--data should hold every id of {args.emb}, but {missing[0]!r} "
-            f"({len(missing)} in all) is missing"
+    prompts = None
+    if args.data is not None:
+        data = read_prompts(args.data, field=args.field)
+        rows = match_ids(
+            stored.ids,
+            [p.id for p in data],
+            wanted_from=args.emb,
+            available_from=f"--data {args.data}",
+            extra="allow",
         )
-    texts = [by_id[i].text for i in stored.ids] if by_id else None
+        prompts = [data[row] for row in rows.tolist()]
+    texts = None if prompts is None else [p.text for p in prompts]
     labels = None
     if args.label is not None:
-        if not by_id:
+        if prompts is None:
             raise InvalidInputError("--label needs --data, the file holding the label field")
-        labels = [str(by_id[i].record.get(args.label, "")) for i in stored.ids]
+        labels = [str(p.record.get(args.label, "")) for p in prompts]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
-    result = estimator.estimate(stored.embeddings)
-    modes = find_modes(result)
+    weighted = weigh(estimator.estimate(stored.embeddings))  # the library's default weights
+    result = weighted.density
     viz.write_view(
         args.out,
         stored.embeddings,
         log_density=result.log_density,
-        # the library's default weights, InverseDensityWeighting()'s, with the modes found once
-        weights=inverse_density_weights(
-            result.log_density, groups=result.distinct_index, modes=modes
-        ),
+        weights=weighted.probabilities,
         texts=texts,
         ids=stored.ids,
         labels=labels,
         neighbors=result.neighbors,
-        modes=modes,
+        modes=weighted.modes,
         json_path=args.json,
         method=args.projection,
         max_points=args.max_points,

@@ -37,10 +37,11 @@ import torch
 from torch.utils.data import Sampler
 
 from katdensity._atomic import atomic_path
+from katdensity._optional import require
 from katdensity._validate import as_probabilities, check_int
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
-from katdensity.errors import InvalidInputError, MissingDependencyError
+from katdensity.errors import InvalidInputError
 from katdensity.integrations._weights import (
     from_rank_zero,
     prompt_texts,
@@ -51,15 +52,14 @@ from katdensity.io import read_torch_file
 from katdensity.sampler import InverseDensitySampler
 from katdensity.weights import Weighting, effective_sample_size
 
-try:
-    from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState
-    from transformers import TrainingArguments as _TrainingArguments
-    from trl.trainer.grpo_trainer import GRPOTrainer
-    from trl.trainer.rloo_trainer import RLOOTrainer
-except ImportError as error:
-    raise MissingDependencyError(
-        f'katdensity.integrations.trl needs TRL ({error}); pip install "katdensity[trl]"'
-    ) from error
+# The trainers load transformers' Trainer with them, so once they import, so does the rest.
+require("trl.trainer.grpo_trainer", extra="trl", purpose="katdensity.integrations.trl")
+require("trl.trainer.rloo_trainer", extra="trl", purpose="katdensity.integrations.trl")
+
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState  # noqa: E402
+from transformers import TrainingArguments as _TrainingArguments  # noqa: E402
+from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
+from trl.trainer.rloo_trainer import RLOOTrainer  # noqa: E402
 
 __all__ = [
     "SAMPLER_STATE_NAME",
@@ -319,7 +319,7 @@ class _DensitySampling(_TrainerBase):
         logger.info(
             "density weights from the policy: ESS %.0f of %d distinct prompts",
             effective_sample_size(weights, groups),
-            len(texts) if groups is None else int(groups.max()) + 1,
+            int(groups.max()) + 1,
         )
         return weights
 

@@ -42,11 +42,9 @@ raise [`MissingDependencyError`][katdensity.MissingDependencyError] without it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import runpy
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, fields
 from types import ModuleType
@@ -55,13 +53,15 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from katdensity._optional import require
 from katdensity._validate import as_probabilities, check_int, check_real
 from katdensity.density.exact import ExactKNNDensity
-from katdensity.errors import InvalidInputError, MissingDependencyError
+from katdensity.errors import InvalidInputError
+from katdensity.ids import match_ids
 from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts
 from katdensity.report import weight_report
 from katdensity.sampler import InverseDensitySampler
-from katdensity.weights import DEFAULT_MIN_ESS_RATIO, InverseDensityWeighting, effective_sample_size
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO, effective_sample_size, weigh
 
 __all__ = [
     "DEFAULT_ENTRY",
@@ -84,7 +84,6 @@ DEFAULT_ENTRY = "verl.trainer.main_ppo"
 """The verl main that `python -m katdensity.integrations.verl` runs unless told another."""
 
 _HOOK_KEY = "ray_kwargs.ray_init.runtime_env.worker_process_setup_hook"
-_SHOWN = 3  # ids quoted in an error message
 # Options that shape weights computed here; a weights file holds weights already computed.
 _WEIGHTING_OPTIONS = ("k", "beta", "max_weight_ratio", "uniform_mix", "min_ess_ratio")
 
@@ -235,21 +234,15 @@ def dataset_prompts(dataset: Any, *, prompt_key: str = "prompt") -> list[Prompt]
 
 def _rows_for(file_ids: Sequence[str], ids: Sequence[str], path: str) -> torch.Tensor:
     """`(len(ids),)` int64: the row of `path` holding each dataset id."""
-    repeated = [value for value, count in Counter(ids).items() if count > 1]
-    if repeated:
-        raise InvalidInputError(
-            f"the dataset's ids (extra_info.index) should be unique, but {len(repeated)} "
-            f"repeat, e.g. {repeated[:_SHOWN]}; give every row its own index"
-        )
-    row = {identifier: position for position, identifier in enumerate(file_ids)}
-    missing = [identifier for identifier in ids if identifier not in row]
-    if missing:
-        raise InvalidInputError(
-            f"{path} should hold every id of the dataset, but {len(missing)} of {len(ids)} "
-            f"are not in it, e.g. {missing[:_SHOWN]}; write it from the data.train_files "
-            "verl reads (katdensity embed, then katdensity weights)"
-        )
-    return torch.tensor([row[identifier] for identifier in ids], dtype=torch.long)
+    return match_ids(
+        ids,
+        file_ids,
+        wanted_from="the dataset's ids (extra_info.index)",
+        available_from=path,
+        extra="allow",
+        fix="give every row its own index, and write the file from the data.train_files verl "
+        "reads (katdensity embed, then katdensity weights)",
+    )
 
 
 def density_weights(options: DensityOptions, prompts: Sequence[Prompt]) -> torch.Tensor:
@@ -293,24 +286,17 @@ def _computed_weights(
     stored = load_embeddings(path)
     rows = _rows_for(stored.ids, [prompt.id for prompt in prompts], path)
     # verl builds the sampler in one process, even where a process group exists.
-    estimator = ExactKNNDensity(k=options.k, distributed=False)
-    result = estimator.estimate(stored.embeddings[rows.numpy()])
-    weighting = InverseDensityWeighting(
-        options.beta,
+    weighted = weigh(
+        stored.embeddings[rows.numpy()],
+        estimator=ExactKNNDensity(k=options.k, distributed=False),
+        beta=options.beta,
         max_weight_ratio=options.max_weight_ratio,
         uniform_mix=options.uniform_mix,
         min_ess_ratio=options.min_ess_ratio,
     )
-    weights = weighting(result)
-    report = weight_report(
-        result,
-        weights,
-        beta=options.beta,
-        beta_used=weighting.beta_used_,
-        min_ess_ratio=options.min_ess_ratio,
-    )
+    report = weight_report(weighted)
     logger.info("%s\n%s", path, report.format([prompt.text for prompt in prompts]))
-    return weights
+    return weighted.probabilities
 
 
 def create_rl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler[int]:
@@ -361,12 +347,7 @@ def create_rl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler
 
 
 def _verl_utils() -> ModuleType:
-    try:
-        return importlib.import_module("verl.trainer.ppo.utils")
-    except ImportError as error:
-        raise MissingDependencyError(
-            f'katdensity.integrations.verl needs verl ({error}); pip install "katdensity[verl]"'
-        ) from error
+    return require("verl.trainer.ppo.utils", extra="verl", purpose="katdensity.integrations.verl")
 
 
 def _verl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler[int]:
