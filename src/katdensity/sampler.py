@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from katdensity._distributed import process_group
 from katdensity._draws import draw_with_replacement, draw_without_replacement
 from katdensity._validate import as_probabilities, check_choice, check_int
 from katdensity.density.result import DensityEstimator, DensityResult
@@ -22,7 +22,7 @@ __all__ = ["DistributedMode", "InverseDensitySampler"]
 
 DistributedMode = Literal["shard", "replicate"]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _SEED_BOUND = 2**62  # epoch seeds drawn from a user's generator stay below this
 
 
@@ -47,13 +47,16 @@ class InverseDensitySampler(Sampler[int]):
     - resumable mid-epoch with `state_dict()` / `load_state_dict()`;
     - re-weightable with `update_weights()`, effective from the next epoch.
 
-    Note: Epochs
+    Note: Epochs and resuming
         `set_epoch(e)` fixes the epoch, as with `DistributedSampler`. A sampler whose
         `set_epoch` is never called moves to the next epoch by itself after each complete
         pass, so it draws afresh every epoch like `WeightedRandomSampler`, still
         reproducibly. Stopping mid-epoch leaves the sampler there: the next `iter()`
-        continues the epoch. `set_epoch` restarts it (and discards a position restored by
-        `load_state_dict`). The weights must be identical on every rank.
+        continues the epoch, and `set_epoch` restarts it. A sampler restored by
+        `load_state_dict` resumes by itself: `set_epoch` with the restored epoch (what a DDP
+        loop or the HF Trainer calls at the top of the epoch) keeps the restored position and
+        the weights the epoch started with, so the sequence continues exactly as the
+        uninterrupted run's. The weights must be identical on every rank.
 
     Args:
         weights: `(N,)` non-negative weights, one per dataset row (need not sum to 1): a
@@ -109,13 +112,12 @@ class InverseDensitySampler(Sampler[int]):
             raise InvalidInputError("give seed or generator, not both")
         self.generator = generator
         self.seed = 0 if seed is None else check_int("seed", seed)
+        world, own_rank = process_group()
         if num_replicas is None:
-            num_replicas = (
-                dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-            )
+            num_replicas = world
         self.num_replicas = check_int("num_replicas", num_replicas, low=1)
         if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            rank = own_rank
         self.rank = check_int("rank", rank, low=0, high=self.num_replicas)
         self.distributed: DistributedMode = check_choice(  # type: ignore[assignment]
             "distributed", distributed, ("shard", "replicate")
@@ -126,8 +128,13 @@ class InverseDensitySampler(Sampler[int]):
         self._epoch = 0
         self._epoch_was_set = False
         self._position = 0
+        # The epoch's draw is fixed (seed and weights) from its first index to its last.
+        self._in_progress = False
+        self._drawn_epoch = 0
         self._epoch_probabilities = self._probabilities
         self._epoch_seed = self.seed
+        # Set by load_state_dict until the next iteration: set_epoch(same epoch) keeps it.
+        self._restored = False
 
     @classmethod
     def from_embeddings(
@@ -235,10 +242,19 @@ class InverseDensitySampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next pass with `seed + epoch`; call it before each epoch, as with
-        `DistributedSampler`."""
-        self._epoch = check_int("epoch", epoch)
+        `DistributedSampler`.
+
+        Right after `load_state_dict`, the restored epoch's number continues that epoch
+        where the state left it instead of restarting it; any other number starts afresh.
+        """
+        epoch = check_int("epoch", epoch)
         self._epoch_was_set = True
+        if self._restored and epoch == self._epoch:
+            return
+        self._epoch = epoch
         self._position = 0
+        self._in_progress = False
+        self._restored = False
 
     def update_weights(self, weights: torch.Tensor | np.ndarray) -> None:
         """Replace the weights (same length `N`); the next epoch draws from them.
@@ -281,35 +297,50 @@ class InverseDensitySampler(Sampler[int]):
         return draws.repeat_interleave(self.group_size)
 
     def __iter__(self) -> Iterator[int]:
-        if self._position == 0:
+        if not self._in_progress:
             self._epoch_probabilities = self._probabilities
             self._epoch_seed = self._next_epoch_seed()
+            self._drawn_epoch = self._epoch
+            self._in_progress = True
+            self._position = 0
+        self._restored = False
         indices = self._epoch_indices(self._epoch_probabilities).tolist()
         start = self._position
         for position in range(start, len(indices)):
             self._position = position + 1
             yield indices[position]
         self._position = 0
+        self._in_progress = False
         if not self._epoch_was_set:
             self._epoch += 1
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, consumed: int | None = None) -> dict[str, Any]:
         """Everything needed to continue exactly where this rank's iteration stands.
 
         Holds the epoch, its seed, the number of indices already yielded in it, the weights
-        the epoch draws from (so a resume is exact even after `update_weights`) and the
-        state of `generator`, if one was given.
+        the epoch draws from (so a resume is exact even after `update_weights`), the weights
+        of the epochs after it, and the state of `generator`, if one was given.
 
-        Note: Prefetching
-            A `DataLoader` with workers pulls indices ahead of training. If you checkpoint
-            mid-epoch, set `state["position"]` to the number of indices (after `group_size`
-            repetition) your training actually consumed before saving.
+        Args:
+            consumed: the indices of the current epoch (the one in progress, else the last
+                one drawn) that training consumed, after `group_size` repetition; default
+                all that this sampler yielded. Pass fewer when a `DataLoader`'s workers
+                prefetch ahead of training, or `0` when the trainer replays the epoch and
+                skips what it trained itself (as the HF Trainer does).
+
+        Raises:
+            InvalidInputError: `consumed` outside `[0, len(self)]`.
         """
+        epoch, position, in_progress = self._epoch, self._position, self._in_progress
+        if consumed is not None:
+            position = check_int("consumed", consumed, low=0, high=len(self) + 1)
+            epoch, in_progress = self._drawn_epoch, True
         return {
             "version": _STATE_VERSION,
-            "epoch": self._epoch,
+            "epoch": epoch,
             "epoch_was_set": self._epoch_was_set,
-            "position": self._position,
+            "in_progress": in_progress,
+            "position": position,
             "seed": self.seed,
             "epoch_seed": self._epoch_seed,
             "generator_state": None if self.generator is None else self.generator.get_state(),
@@ -324,7 +355,7 @@ class InverseDensitySampler(Sampler[int]):
         Raises:
             InvalidInputError: a state from a sampler of another size, seed or version.
         """
-        if state.get("version") not in (1, _STATE_VERSION):
+        if state.get("version") not in (1, 2, _STATE_VERSION):
             raise InvalidInputError(
                 f"state should come from InverseDensitySampler.state_dict() (version 1 to "
                 f"{_STATE_VERSION}), but got version={state.get('version')!r}"
@@ -359,3 +390,7 @@ class InverseDensitySampler(Sampler[int]):
             self.generator.set_state(generator_state)
         self._epoch_was_set = bool(state["epoch_was_set"])
         self._position = check_int("state['position']", state["position"], high=len(self) + 1)
+        # Before version 3 an epoch was in progress exactly when some of it was yielded.
+        self._in_progress = bool(state.get("in_progress", self._position > 0))
+        self._drawn_epoch = self._epoch
+        self._restored = self._in_progress

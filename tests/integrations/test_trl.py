@@ -252,10 +252,10 @@ IDS = [f"p{i}" for i in range(N_PROMPTS)]
 @pytest.mark.parametrize(
     ("file_ids", "dataset_ids", "message"),
     [
-        (IDS[:-1], IDS, r"1 dataset ids are not in the file \(e\.g\. \['p23'\]\)"),
-        ([*IDS, "p24", "p25"], IDS, r"2 file ids are not in the dataset \(e\.g\. \['p24', 'p25'\]"),
+        (IDS[:-1], IDS, r"but 1 of 24 are not in it, e\.g\. \['p23'\]"),
+        ([*IDS, "p24", "p25"], IDS, r"2 of its ids are not there, e\.g\. \['p24', 'p25'\]"),
         (["p0", *IDS[:-1]], IDS, r"weights\.pt.*'p0'"),  # katdensity.io may refuse it first
-        (IDS, ["p1", *IDS[1:]], r"train_dataset\['id'\] should hold each id once.*'p1'"),
+        (IDS, ["p1", *IDS[1:]], r"train_dataset\['id'\] should hold each id once.*'p1'.* 0 and 1"),
     ],
     ids=["missing", "extra", "repeated in the file", "repeated in the dataset"],
 )

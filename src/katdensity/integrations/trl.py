@@ -38,7 +38,7 @@ from torch.utils.data import Sampler
 
 from katdensity._atomic import atomic_path
 from katdensity._optional import require
-from katdensity._validate import as_probabilities, check_int
+from katdensity._validate import check_int
 from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError
@@ -80,7 +80,7 @@ DensityWeights: TypeAlias = (
 )
 """`"policy"`, a weights file path, or one weight per dataset row."""
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 class DensityRepeatSampler(Sampler[int]):
@@ -115,17 +115,9 @@ class DensityRepeatSampler(Sampler[int]):
         self.sampler = sampler
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.repeat_count = check_int("repeat_count", repeat_count, low=1)
-        self._resume: tuple[int, torch.Tensor] | None = None
 
     def __iter__(self) -> Iterator[int]:
-        resume, self._resume = self._resume, None
-        if resume is None:
-            indices = list(self.sampler)
-        else:  # the resumed pass draws from the weights it started with; then the newer ones
-            pending = self.sampler.weights
-            self.sampler.update_weights(resume[1])
-            indices = list(self.sampler)
-            self.sampler.update_weights(pending)
+        indices = list(self.sampler)
         chunk = self.batch_size * self.sampler.group_size
         for start in range(0, len(indices) - chunk + 1, chunk):
             for _ in range(self.repeat_count):
@@ -138,8 +130,6 @@ class DensityRepeatSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         """Passed on, so every pass draws afresh and reproducibly (`seed + epoch`)."""
         self.sampler.set_epoch(epoch)
-        if self._resume is not None and self._resume[0] != epoch:
-            self._resume = None
 
     @property
     def weights(self) -> torch.Tensor:
@@ -154,13 +144,14 @@ class DensityRepeatSampler(Sampler[int]):
         """The pass in progress and the weights of this pass and the next.
 
         The trainer replays the pass itself on resume (`set_epoch`, then skipping the
-        batches already trained), so only the weights and the epoch need keeping.
+        batches already trained), so the sampler's state is taken with nothing of the pass
+        consumed: its epoch, seed and weights, and the weights of the passes after it.
         """
         return {
             "version": _STATE_VERSION,
             "batch_size": self.batch_size,
             "repeat_count": self.repeat_count,
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.sampler.state_dict(consumed=0),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,9 +160,9 @@ class DensityRepeatSampler(Sampler[int]):
         Raises:
             InvalidInputError: a state from another version, structure, size or seed.
         """
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in (1, _STATE_VERSION):
             raise InvalidInputError(
-                f"state should come from DensityRepeatSampler.state_dict() (version "
+                f"state should come from DensityRepeatSampler.state_dict() (version 1 to "
                 f"{_STATE_VERSION}), but got version={state.get('version')!r}"
             )
         for key, expected in (("batch_size", self.batch_size), ("repeat_count", self.repeat_count)):
@@ -181,12 +172,11 @@ class DensityRepeatSampler(Sampler[int]):
                     f"{key}={expected}; resume with the same TRL batch settings"
                 )
         inner = state["sampler"]
+        if state["version"] == 1:
+            # Version 1 saved the sampler after its pass was drawn whole: replay that pass
+            # (its epoch was set by the trainer) from its start.
+            inner = {**inner, "position": 0, "in_progress": bool(inner["epoch_was_set"])}
         self.sampler.load_state_dict(inner)
-        # A sampler whose epoch was never set has finished its pass: the next one is new.
-        self._resume = None
-        if inner["epoch_was_set"]:
-            epoch_weights = as_probabilities(inner["epoch_weights"], name="state['epoch_weights']")
-            self._resume = (check_int("state['epoch']", inner["epoch"]), epoch_weights)
 
 
 if TYPE_CHECKING:
