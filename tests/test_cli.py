@@ -200,3 +200,84 @@ def test_weights_and_sample_use_the_librarys_default_weights(tmp_path: Path) -> 
     assert main(["--quiet", "sample", "--emb", str(emb), "--budget", "50", "--out", str(ids)]) == 0
     chosen = select_subset(capped, 50, seed=0, groups=result.distinct_index)
     assert ids.read_text().split() == [f"p{i}" for i in chosen.tolist()]
+
+
+def test_defaults_and_their_help_are_the_librarys(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each default the command line shares with the library is the library's own."""
+    import inspect
+
+    from katdensity import AutoKNNDensity, InverseDensityWeighting
+    from katdensity.cli import _parser
+    from katdensity.demo import run_demo
+    from katdensity.viz import write_view
+
+    def defaults(function: object) -> dict[str, object]:
+        parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+        return {p.name: p.default for p in parameters}
+
+    estimator, weighting = defaults(AutoKNNDensity), defaults(InverseDensityWeighting)
+    weights = _parser().parse_args(["weights", "--emb", "e.pt", "--out", "w.pt"])
+    assert (weights.k, weights.beta) == (estimator["k"], weighting["beta"])
+    assert weights.max_weight_ratio == weighting["max_weight_ratio"]
+    assert weights.min_ess == weighting["min_ess_ratio"]
+    assert weights.uniform_mix == weighting["uniform_mix"]
+    assert weights.smoothing is None  # passed on only when given: the estimator's own applies
+    viz = _parser().parse_args(["viz", "--emb", "e.pt", "--out", "v.html"])
+    assert (viz.k, viz.max_points) == (estimator["k"], defaults(write_view)["max_points"])
+    demo = _parser().parse_args(["demo"])
+    assert {name: getattr(demo, name) for name in ("k", "beta", "sample_size")} == {
+        name: defaults(run_demo)[name] for name in ("k", "beta", "sample_size")
+    }
+    with pytest.raises(SystemExit):
+        main(["weights", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default {estimator['smoothing']}, the plain k-NN estimate;" in shown
+    assert f"(default {weighting['min_ess_ratio']};" in shown
+
+
+def test_embedder_options_are_checked_by_name_and_bugs_pass_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import katdensity.registry as registry
+    from katdensity.cli.commands import embedder_for
+    from katdensity.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"embedder 'hashing' does not take .*\['bogus'\]"):
+        embedder_for("hashing", {"bogus": 1}, quiet=True)
+
+    def fake_entry_points(group: str) -> list[EntryPoint]:
+        return [EntryPoint("faulty", "tests.plugins.fake:FaultyEmbedder", group)]
+
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    registry._plugins.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=r"^a bug inside the plug-in \(width=3\)$"):
+            embedder_for("faulty", {}, quiet=False)
+    finally:
+        registry._plugins.cache_clear()
+
+
+def test_weights_refuses_data_with_a_repeated_id_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data holding every id of the embeddings plus one id a second time is refused (it
+    used to keep whichever row came last), as `katdensity embed` refuses it."""
+    from katdensity.io import save_embeddings
+
+    points = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    save_embeddings(tmp_path / "e.pt", [f"p{i}" for i in range(30)], points)
+    rows = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(30)]
+    rows.append({"id": "p7", "prompt": "another prompt with the same id"})
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "w.pt"
+    argv = ["weights", "--emb", str(tmp_path / "e.pt"), "--data", str(data), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "should hold each id once, but id 'p7' is in rows 7 and 30" in err
+    assert not out.exists()
+    assert main(["embed", "--data", str(data), "--out", str(tmp_path / "e2.pt")]) == 2
+    assert "id 'p7' is in rows 7 and 30" in capsys.readouterr().err

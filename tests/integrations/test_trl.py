@@ -323,6 +323,23 @@ def test_policy_weights_are_the_pipeline_on_the_policy(
     assert trainer.density_weights[dense].mean() < trainer.density_weights[~dense].mean()
 
 
+def test_policy_weights_by_default_are_the_librarys_default_weights(
+    tokenizer: Any, dataset: Any, tmp_path: Path
+) -> None:
+    from katdensity import ExactKNNDensity, ExternalEmbedder, HashingEmbedder, weigh
+
+    hashing = HashingEmbedder()
+    trainer = build(
+        tokenizer,
+        dataset,
+        tmp_path,
+        density_weights="policy",
+        density_embedder=ExternalEmbedder(hashing.embed, normalize=False),
+    )
+    expected = weigh(hashing.embed(dataset["prompt"]), estimator=ExactKNNDensity())
+    torch.testing.assert_close(trainer.density_weights, expected.probabilities, rtol=0, atol=1e-15)
+
+
 def test_policy_weights_embed_conversations_by_their_user_turns(
     tokenizer: Any, tmp_path: Path
 ) -> None:
