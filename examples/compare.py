@@ -1,43 +1,49 @@
 """The A/B experiment: does sampling rare prompts more often reduce mode collapse in GRPO?
 
 The prompt set (examples/data.py) is skewed the way scraped sets are: eight topics of
-Zipf-distributed sizes, the four largest ("common") holding 77% of the topic prompts and three
-groups of near-duplicate rewrites on top of them, the four smallest ("rare") 23%. The CPU
-and GPU presets phrase every topic prompt, training and held-out, with 2 templates and no
-ending (`--templates 2 --modifiers 1`), so the large topics repeat their prompts verbatim
-and are dense where they are large; `--preset cpu-varied`, the first setup, uses every
-phrasing. The reward
-is verifiable (`examples.data.topic_reward`: 1 for an on-topic line, minus the share of
-repeated words), so it rewards on every topic exactly what the metrics measure.
+Zipf-distributed sizes, the four largest ("common") holding 77% of the topic prompts and
+three groups of near-duplicate rewrites on top of them, the four smallest ("rare") 23%.
+The CPU and GPU presets phrase every topic prompt, training and held-out, with 2 templates
+and no ending (`--templates 2 --modifiers 1`), so the large topics repeat their prompts
+verbatim and are dense where they are large; `--preset cpu-varied`, the first setup, uses
+every phrasing. The reward is verifiable (`examples.data.topic_reward`: 1 for an on-topic
+line, minus the share of repeated words), so it rewards on every topic exactly what the
+metrics measure.
 
-Primary endpoint, fixed before the run (`PRIMARY`): **collapse onto the common topics on
-rare held-out prompts**, the share of completions to a rare topic's held-out prompts that
-use a common topic's vocabulary and none of their own. It is judged by the difference
-density (the library's default weights) minus uniform, paired by GRPO seed within each
-base model, estimated per base and pooled over bases (the mean of the per-base estimates,
-± its standard error from their spread over bases, since a rerun on another machine trains
-other base models). A two-sided 5% t test of the pooled estimate decides: significantly
-below 0 supports the hypothesis, above 0 contradicts it, anything else is no detectable
-difference, and the minimal detectable effect (80% power) is stated beside it. Everything
-else is secondary.
+Primary endpoint, fixed before the run (`examples.report.PRIMARY`): **collapse onto the
+common topics on rare held-out prompts**, the share of completions to a rare topic's
+held-out prompts that use a common topic's vocabulary and none of their own. It is judged
+by the difference density (the library's default weights) minus uniform, paired by GRPO
+seed within each base model, estimated per base and pooled over bases (the mean of the
+per-base estimates, ± its standard error from their spread over bases, since a rerun on
+another machine trains other base models). A two-sided 5% t test of the pooled estimate
+decides: significantly below 0 supports the hypothesis, above 0 contradicts it, anything
+else is no detectable difference, and the minimal detectable effect (80% power) is stated
+beside it. Everything else is secondary.
 
 1. For each base seed, train an SFT policy (examples/train_sft.py) with that seed.
 2. From each base, for each GRPO seed, run GRPO once per arm with everything equal (seed,
    sampler seed, sampling generator, steps) except the prompt weights: `uniform`, and the
-   density weights at three strengths (`ARMS`): weaker (ESS floor 0.85), the default
-   (`beta=1`, floor 0.65) and stronger (`beta=2`, floor 0.4).
+   density weights at three strengths (`examples.report.ARMS`): weaker (ESS floor 0.85),
+   the default (`beta=1`, floor 0.65) and stronger (`beta=2`, floor 0.4).
 3. Sample `--samples` completions per held-out prompt (subjects no training prompt
    mentions, the same number per topic) from every policy and from the bases, with one
    fixed evaluation seed, and measure them: the endpoint, on-topic shares per tier, the
    reward, the KL to the base, and katdensity.metrics' diversity measures.
-4. Write `--results` (Markdown: the endpoint first, then the endpoint against the weights'
-   ESS/N, the sanity check that uniform GRPO over-trains the dense part, the secondary
-   metrics and the draws per prompt group) and a plot beside it.
+4. Write `--results` (Markdown, by examples/report.py: the endpoint first, then the
+   endpoint against the weights' ESS/N, the sanity check that uniform GRPO over-trains the
+   dense part, the secondary metrics and the draws per prompt group) and a plot beside it
+   (examples/plot.py).
+
+This file runs the experiment; what it compares, the statistics and the report's text live
+in examples/report.py, which examples/pool.py shares to pool several reports. The reports
+kept in the repository are in examples/results/.
 
     python -m examples.compare                  # --preset cpu: 8 bases x 2 seeds x 4 arms
     python -m examples.compare --preset gpu     # larger models, 24 bases x 2 seeds, CUDA
-    python -m examples.compare --bases 8 9 10 11 12 13 14 15 --results RESULTS-bases8-15.md
-    python -m examples.pool RESULTS-*.md        # every report's base models, pooled
+    python -m examples.compare --bases 8 9 10 11 12 13 14 15 \
+        --results examples/results/RESULTS-bases8-15.md
+    python -m examples.pool examples/results/RESULTS-*bases*.md  # every report's bases, pooled
 
 `--preset cpu` (8 bases x 2 seeds x 4 arms, 24 samples per held-out prompt) takes 27
 minutes on two cores of an Intel Xeon, 31-33 on an AMD EPYC; `--preset smoke` is the
@@ -48,79 +54,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections import Counter
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import stats
 
 from examples import train_grpo, train_sft
 from examples.common import load_checkpoint, pad_batch, pick_device
-from examples.data import MODIFIERS, TEMPLATES, TOPICS, Example, load_data, on_topic, topic_reward
+from examples.data import MODIFIERS, TEMPLATES, Example, load_data, on_topic, topic_reward
 from examples.gpt import GPT, load_model
 from examples.grpo import token_logprobs
+from examples.plot import write_plot
+from examples.report import ARMS, COMMON, RARE, Runs, write_report
 from examples.tokenizer import ByteTokenizer
 from katdensity import HashingEmbedder
 from katdensity.metrics import distinct_n, diversity_report
 
-COMMON, RARE = list(TOPICS)[:4], list(TOPICS)[4:]  # the four largest topics, the four smallest
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    sampler: str
-    beta: float = 1.0
-    min_ess: float = 0.65
-
-    def flags(self) -> list[str]:
-        return ["--sampler", self.sampler, "--beta", str(self.beta), "--min-ess", str(self.min_ess)]
-
-    def describe(self) -> str:
-        if self.name == "density":
-            return "density (the library's default weights)"
-        return f"{self.name} (beta {self.beta}, ESS floor {self.min_ess})"
-
-
-ARMS = (
-    Arm("uniform", "uniform"),
-    Arm("density-weak", "density", beta=1.0, min_ess=0.85),
-    Arm("density", "density", beta=1.0, min_ess=0.65),  # the library's default weights
-    Arm("density-strong", "density", beta=2.0, min_ess=0.40),
-)
-CONTROL, TREATMENT = "uniform", "density"
-
-
-def arm_named(name: str) -> Arm:
-    """The arm of `ARMS` called `name`."""
-    return next(a for a in ARMS if a.name == name)
-
-
-# (key, label, which direction is better); the first is the primary endpoint.
-PRIMARY = ("rare/collapse", "collapse onto the common topics on rare held-out prompts", "lower")
-SECONDARY = (
-    ("rare/on_topic", "on topic, rare topics", "higher"),
-    ("common/on_topic", "on topic, common topics", "higher"),
-    ("reward", "reward (topic rule)", "higher"),
-    ("kl", "KL to base (nats / completion)", "-"),
-    ("distinct_2", "distinct-2", "higher"),
-    ("prompt_distinct_2", "distinct-2 within a prompt's samples", "higher"),
-    ("self_bleu", "self-BLEU", "lower"),
-    ("token_gini", "token Gini", "lower"),
-    ("vendi", "Vendi score (hashed n-grams)", "higher"),
-    ("mean_tokens", "mean words per completion", "-"),
-)
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "smoke": dict(stages="tiny", bases=[0], seeds=[0], samples=2, max_steps=2, grpo=[]),
     # cpu: the bundled data phrased with 2 templates and no ending, so the large topics
@@ -163,10 +119,6 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         data=dict(templates=2, modifiers=1),
     ),
 }
-# Two-sided 5% test, 80% power: the t quantiles behind `critical` and `detectable`.
-_ALPHA, _POWER = 0.05, 0.80
-# `bases_needed` looks no further than this many base models.
-MAX_BASES = 10_000
 
 
 def collapsed(response: str, topic: str) -> bool:
@@ -232,402 +184,6 @@ def run_arm(argv: list[str], log: str, threads: int, eval_args: dict[str, Any]) 
     reference = load_model(load_checkpoint(eval_args["sft"]), device)
     metrics = evaluate(policy, reference, eval_args["heldout"], **eval_args["evaluation"])
     return {"metrics": metrics, "draws": checkpoint["draws"], "ess": checkpoint["weights_ess"]}
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (nan for one value)."""
-    if len(values) < 2:
-        return values[0], math.nan
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
-
-
-def pooled(per_base: Sequence[float]) -> tuple[float, float]:
-    """The mean of per-base estimates and its standard error from their spread over bases.
-
-    The base model is the unit of replication: a rerun on another machine trains other
-    base models, and the effect varies from base to base more than the GRPO seeds within
-    a base show. An SE from the seeds alone would be too small for that rerun.
-    """
-    return mean_se(per_base)
-
-
-def critical(n: int) -> float:
-    """How many standard errors a mean of `n` values must lie from 0 (two-sided t test)."""
-    return float(stats.t.ppf(1 - _ALPHA / 2, n - 1)) if n > 1 else math.nan
-
-
-def detectable(se: float, n: int) -> float:
-    """The true difference found beyond `critical(n)` SE 80% of the time, for a mean of `n`."""
-    return (critical(n) + float(stats.t.ppf(_POWER, n - 1))) * se if n > 1 else math.nan
-
-
-def fmt(mean: float, se: float, spec: str = "+.3f") -> str:
-    return f"{mean:{spec}}" if math.isnan(se) else f"{mean:{spec}} ± {se:.3f}"
-
-
-class Runs:
-    """Every run's results, by (arm, base, seed), and the paired comparisons on them."""
-
-    def __init__(
-        self,
-        results: dict[tuple[str, int, int], dict[str, Any]],
-        bases: list[int],
-        seeds: list[int],
-        base_metrics: dict[int, dict[str, float]],
-    ) -> None:
-        self.results, self.bases, self.seeds, self.base = results, bases, seeds, base_metrics
-
-    def values(self, arm: str, key: str, base: int) -> list[float]:
-        return [self.results[(arm, base, s)]["metrics"][key] for s in self.seeds]
-
-    def pair_differences(
-        self, key: str, arm: str, base: int, control: str = CONTROL
-    ) -> list[float]:
-        """`arm` minus `control` on `key`, one per GRPO seed within `base`."""
-        pairs = zip(self.values(control, key, base), self.values(arm, key, base), strict=True)
-        return [b - a for a, b in pairs]
-
-    def difference(
-        self, key: str, arm: str, base: int, control: str = CONTROL
-    ) -> tuple[float, float]:
-        """`arm` minus `control` on `key`, paired by seed within `base`: mean ± SE."""
-        return mean_se(self.pair_differences(key, arm, base, control))
-
-    def pooled_difference(self, key: str, arm: str, control: str = CONTROL) -> tuple[float, float]:
-        return pooled([self.difference(key, arm, b, control)[0] for b in self.bases])
-
-    def pair_spread(self, key: str, arm: str, control: str = CONTROL) -> float:
-        """SD over GRPO seeds of a pair's difference within a base, pooled over bases."""
-        return math.sqrt(
-            statistics.fmean(
-                statistics.variance(self.pair_differences(key, arm, b, control)) for b in self.bases
-            )
-        )
-
-    def gain_over_base(self, key: str, arm: str, base: int) -> tuple[float, float]:
-        return mean_se([v - self.base[base][key] for v in self.values(arm, key, base)])
-
-    def arm_mean(self, arm: str, key: str) -> float:
-        return statistics.fmean(v for b in self.bases for v in self.values(arm, key, b))
-
-    def draws(self, arm: str) -> list[int]:
-        """The dataset rows `arm` trained on, over all bases and seeds."""
-        return [
-            i for b in self.bases for s in self.seeds for i in self.results[(arm, b, s)]["draws"]
-        ]
-
-    def ess(self, arm: str) -> float:
-        return statistics.fmean(
-            self.results[(arm, b, s)]["ess"] for b in self.bases for s in self.seeds
-        )
-
-
-def verdict(
-    mean: float,
-    se: float,
-    n: int,
-    better: str,
-    *,
-    good: str = "density is better",
-    bad: str = "density is worse",
-) -> str:
-    """The two-sided 5% t test of a mean of `n` per-base estimates against 0.
-
-    `good` and `bad` say what a mean beyond the threshold in the `better` direction, or
-    the other one, means.
-    """
-    if math.isnan(se):
-        return "one base model: no standard error, no verdict"
-    t = critical(n)
-    if abs(mean) <= t * se:
-        return f"no difference beyond {t:.2f} standard errors (t test, {n - 1} df)"
-    reading = good if (mean > 0) == (better == "higher") else bad
-    return f"{reading} (beyond {t:.2f} standard errors)"
-
-
-def readings(treatment: str) -> dict[str, str]:
-    """`verdict`'s wording for a comparison of `treatment` with uniform."""
-    return {"good": f"{treatment} is better", "bad": f"{treatment} is worse"}
-
-
-def bases_needed(effect: float, spread: float) -> int | None:
-    """The fewest base models whose pooled test finds `effect` 80% of the time.
-
-    `spread` is the SD of the per-base estimates; None if even `MAX_BASES` are too few.
-    """
-    if effect == 0.0 or math.isnan(spread):
-        return None
-    for n in range(2, MAX_BASES + 1):
-        if detectable(spread / math.sqrt(n), n) <= abs(effect):
-            return n
-    return None
-
-
-def power(effect: float, se: float, n_bases: int, n_seeds: int) -> str:
-    """How many base models would detect an effect of the observed size 80% of the time."""
-    if math.isnan(se) or effect == 0.0:
-        return ""
-    needed = bases_needed(effect, se * math.sqrt(n_bases))
-    count = f"about {needed}" if needed is not None else f"more than {MAX_BASES}"
-    return (
-        f"An effect of the observed size ({abs(effect):.3f}) would be detected 80% of the time "
-        f"with {count} base models of {n_seeds} GRPO seeds each (this run has {n_bases})."
-    )
-
-
-def write_plot(path: Path, runs: Runs) -> bool:
-    """The endpoint against each arm's ESS/N, per base and pooled; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    key, label, _ = PRIMARY
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for number, base in enumerate(runs.bases):
-        points = [(runs.ess(a.name), *mean_se(runs.values(a.name, key, base))) for a in ARMS]
-        x, y, se = zip(*points, strict=True)
-        left.errorbar(
-            x,
-            y,
-            yerr=[0 if math.isnan(e) else e for e in se],
-            marker="o",
-            capsize=3,
-            color=f"C{number}",
-            label=f"base {base}",
-        )
-    left.set(xlabel="ESS/N of the weights (1 = uniform)", ylabel=label, title="per base")
-    left.invert_xaxis()
-    left.legend(fontsize=8)
-    for number, arm in enumerate(ARMS[1:], start=1):
-        mean, se = runs.pooled_difference(key, arm.name)
-        right.errorbar(
-            [runs.ess(arm.name)],
-            [mean],
-            yerr=[0 if math.isnan(se) else critical(len(runs.bases)) * se],
-            marker="o",
-            capsize=3,
-            color=f"C{number}",
-            label=arm.name,
-        )
-    right.axhline(0, color="grey", lw=1, ls="--")
-    right.set(
-        xlabel="ESS/N of the weights",
-        ylabel=f"{key}: arm - uniform (95% interval)",
-        title="pooled over bases",
-    )
-    right.invert_xaxis()
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
-def write_results(
-    path: Path,
-    *,
-    command: str,
-    runs: Runs,
-    train: list[Example],
-    plot: Path | None,
-    setup: dict[str, Any],
-) -> None:
-    key, label, better = PRIMARY
-    n_bases, n_seeds = len(runs.bases), len(runs.seeds)
-    treatment = TREATMENT
-    compared = arm_named(treatment).describe()
-    lines = [
-        "# Does density-aware sampling reduce mode collapse in GRPO?",
-        "",
-        "Generated by `examples/compare.py`; every stage is seeded:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Setup: {setup['summary']}",
-        "",
-        f"Machine: {setup['machine']}; wall time {setup['minutes']:.1f} minutes.",
-        "",
-        "## Primary endpoint",
-        "",
-        f"Fixed before the run (`compare.PRIMARY`): **{label}**, the share of completions to",
-        "the held-out prompts of the four smallest topics that use a common topic's vocabulary",
-        f"and none of their own (lower is better). Compared: {compared}",
-        f"minus uniform, paired by GRPO seed ({n_seeds} per base), per base and pooled",
-        f"over the {n_bases} base models (the mean of the per-base estimates, its standard error",
-        "from their spread: a rerun on another machine trains other base models). Judged by",
-        "a two-sided 5% t test of the pooled estimate; minimal detectable effect: the true",
-        "difference that test finds 80% of the time with these standard errors.",
-        "",
-        "<!-- --8<-- [start:primary] -->",
-        "",
-        f"| base | base model | uniform | {treatment} | {treatment} − uniform "
-        "| minimal detectable |",
-        "|---|---|---|---|---|---|",
-    ]
-    estimates = []
-    for base in runs.bases:
-        mean, se = runs.difference(key, treatment, base)
-        estimates.append(mean)
-        lines.append(
-            f"| {base} | {runs.base[base][key]:.3f} "
-            f"| {fmt(*mean_se(runs.values(CONTROL, key, base)), '.3f')} "
-            f"| {fmt(*mean_se(runs.values(treatment, key, base)), '.3f')} | {fmt(mean, se)} "
-            f"| {detectable(se, n_seeds):.3f} |"
-        )
-    mean, se = pooled(estimates)
-    spread = se * math.sqrt(n_bases)
-    lines += [
-        f"| pooled | {statistics.fmean(runs.base[b][key] for b in runs.bases):.3f} "
-        f"| {runs.arm_mean(CONTROL, key):.3f} | {runs.arm_mean(treatment, key):.3f} "
-        f"| **{fmt(mean, se)}** | {detectable(se, n_bases):.3f} |",
-        "",
-        f"**Result: {verdict(mean, se, n_bases, better, **readings(treatment))}.** "
-        f"{power(mean, se, n_bases, n_seeds)}",
-        "",
-        f"The per-base estimates range from {min(estimates):+.3f} to {max(estimates):+.3f} "
-        f"(SD {spread:.3f}); within a base, one seed pair's difference varies with SD "
-        f"{runs.pair_spread(key, treatment) if n_seeds > 1 else math.nan:.3f} over GRPO seeds. "
-        "Per base, a few seeds cannot tell a difference (the t test of "
-        f"{n_seeds} seed pairs needs {critical(n_seeds):.1f} SE); the pooled test is the one "
-        "that counts.",
-        "",
-        "<!-- --8<-- [end:primary] -->",
-        "",
-        "## The endpoint against the strength of the weights",
-        "",
-        "Each density arm's weights are computed from its base model's hidden states; ESS/N",
-        "is their effective sample size over distinct prompts (1 for uniform). Differences",
-        "are against uniform, pooled over bases.",
-        "",
-        "<!-- --8<-- [start:arms] -->",
-        "",
-        "| arm | weights | ESS/N | endpoint | arm − uniform | rare on topic | arm − uniform |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for arm in ARMS:
-        settings = "-" if arm.sampler == "uniform" else f"beta {arm.beta}, ESS floor {arm.min_ess}"
-        cells = []
-        for metric in (key, "rare/on_topic"):
-            diff = "-" if arm.name == CONTROL else fmt(*runs.pooled_difference(metric, arm.name))
-            cells += [f"{runs.arm_mean(arm.name, metric):.3f}", diff]
-        lines.append(
-            f"| {arm.name} | {settings} | {runs.ess(arm.name):.2f} | " + " | ".join(cells) + " |"
-        )
-    lines += ["", "<!-- --8<-- [end:arms] -->"]
-    if plot is not None:
-        lines += ["", f"![the endpoint against the weights' ESS/N]({plot.name})"]
-
-    lines += [
-        "",
-        "## Sanity check: does uniform GRPO over-train the dense part?",
-        "",
-        "The question can only be answered if uniform sampling visibly trains the common",
-        "topics at the rare ones' expense. Uniform GRPO minus its base model, pooled over",
-        "bases and seeds (mean of per-base means ± SE); the reward is the same rule on every",
-        "topic, so it rewards on the rare prompts exactly what the on-topic share measures.",
-        "",
-        "<!-- --8<-- [start:sanity] -->",
-        "",
-        "| measure | base model | uniform GRPO | uniform − base |",
-        "|---|---|---|---|",
-    ]
-    checks = {}
-    for metric, name in (
-        ("common/on_topic", "on topic, common topics"),
-        ("rare/on_topic", "on topic, rare topics"),
-        (key, label),
-    ):
-        gain = pooled([runs.gain_over_base(metric, CONTROL, b)[0] for b in runs.bases])
-        checks[metric] = gain
-        lines.append(
-            f"| {name} | {statistics.fmean(runs.base[b][metric] for b in runs.bases):.3f} "
-            f"| {runs.arm_mean(CONTROL, metric):.3f} | {fmt(*gain)} |"
-        )
-    draws = Counter(train[i].topic for i in runs.draws(CONTROL))
-    rare_share = sum(draws[t] for t in RARE) / sum(draws.values())
-
-    rises = {metric: mean > critical(n_bases) * se for metric, (mean, se) in checks.items()}
-
-    def moves(metric: str) -> str:
-        return f"{'raises' if rises[metric] else 'does not raise'} it ({fmt(*checks[metric])})"
-
-    passed = rises[key] or (rises["common/on_topic"] and not rises["rare/on_topic"])
-    lines += [
-        "",
-        f"Check **{'passed' if passed else 'not passed'}** (it passes when uniform GRPO raises "
-        "the collapse, or the common topics' on-topic share but not the rare ones', by the t "
-        f"test over bases: beyond {critical(n_bases):.2f} SE). Uniform "
-        f"sampling gives the rare topics {rare_share:.1%} of the draws. On the common topics' "
-        f"on-topic share uniform GRPO {moves('common/on_topic')}; on the rare topics' it "
-        f"{moves('rare/on_topic')}; on the collapse onto the common topics it {moves(key)}.",
-        "",
-        "<!-- --8<-- [end:sanity] -->",
-        "",
-        "## Secondary metrics",
-        "",
-        f"Mean over bases and seeds; the differences are {compared} minus uniform,",
-        "pooled over bases ± SE. About ten comparisons: one may pass a 5% test by chance.",
-        "",
-        "<!-- --8<-- [start:secondary] -->",
-        "",
-        "| metric | better | base model | "
-        + " | ".join(a.name for a in ARMS)
-        + f" | {treatment} − uniform |",
-        "|---|---|---|" + "---|" * len(ARMS) + "---|",
-    ]
-    for metric, name, direction in SECONDARY:
-        base_value = statistics.fmean(runs.base[b][metric] for b in runs.bases)
-        cells = " | ".join(f"{runs.arm_mean(a.name, metric):.3f}" for a in ARMS)
-        lines.append(
-            f"| {name} | {direction} | {base_value:.3f} | {cells} "
-            f"| {fmt(*runs.pooled_difference(metric, treatment))} |"
-        )
-    lines += ["", "<!-- --8<-- [end:secondary] -->"]
-
-    group_sizes = Counter(e.group for e in train)
-    lines += [
-        "",
-        "## How often each prompt group was trained on",
-        "",
-        "Share of the prompts drawn, over all runs of an arm. `dup:` groups are near-duplicate",
-        "rewrites of one prompt.",
-        "",
-        "<!-- --8<-- [start:visits] -->",
-        "",
-        "| group | share of the set | " + " | ".join(a.name for a in ARMS) + " |",
-        "|---|---|" + "---|" * len(ARMS),
-    ]
-    shares = {}
-    for arm in ARMS:
-        counts = Counter(train[i].group for i in runs.draws(arm.name))
-        shares[arm.name] = {g: c / sum(counts.values()) for g, c in counts.items()}
-    for group, size in sorted(group_sizes.items(), key=lambda item: -item[1]):
-        cells = " | ".join(f"{shares[a.name].get(group, 0.0):.1%}" for a in ARMS)
-        lines.append(f"| {group} | {size / len(train):.1%} | {cells} |")
-    lines += [
-        "",
-        "<!-- --8<-- [end:visits] -->",
-        "",
-        "## Notes",
-        "",
-        "- Within a base and a seed the arms share the sampler seed and the sampling",
-        "  generator, so they differ only in the prompt weights. The base seeds vary the SFT",
-        "  model's initialisation and batch order; the data is the same.",
-        "- Held-out prompts ask about subjects no training prompt mentions, the same number",
-        "  per topic.",
-        "- Vendi is computed on katdensity's HashingEmbedder (character n-grams) of the",
-        "  completions; KL is the mean over completions of the summed log-ratio of the policy",
-        "  to its base on the sampled tokens.",
-        "- Tiny byte-level models and a rule reward: this answers the question for this",
-        "  setup, not for large models. `--preset gpu` scales it up.",
-        "",
-    ]
-    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -745,7 +301,7 @@ def main(argv: list[str] | None = None) -> Path:
         ),
         "minutes": (time.time() - start) / 60,
     }
-    write_results(
+    write_report(
         path,
         command=command.strip(),
         runs=runs,

@@ -4,9 +4,10 @@ Each report's per-base rows (the `primary` table) are paired estimates of its tr
 arm minus uniform, one per base model. Reports from different machines, CPU kernels or `--bases`
 hold different base models, so their rows are independent draws of the same quantity:
 pooled, they give one estimate with the standard error from the spread over all bases and
-the same two-sided 5% t test that `compare` applies to one report.
+the same two-sided 5% t test that `compare` applies to one report: the statistics, the
+verdicts' wording and the report's sections are `examples.report`'s, shared with `compare`.
 
-    python -m examples.pool examples/RESULTS-*.md --out examples/RESULTS.md
+    python -m examples.pool examples/results/RESULTS-*bases*.md --out examples/results/RESULTS.md
 
 The reports are also pooled per machine (its CPU, its kernels and its device, as the
 report's Machine line names them), and the verdicts compared: the experiment's conclusion
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from examples.compare import (
+from examples.report import (
     ARMS,
     MAX_BASES,
     PRIMARY,
@@ -36,12 +37,13 @@ from examples.compare import (
     bases_needed,
     detectable,
     fmt,
+    marker,
     pooled,
     readings,
     verdict,
 )
 
-_START, _END = "<!-- --8<-- [start:primary] -->", "<!-- --8<-- [end:primary] -->"
+_START, _END = marker("start", "primary"), marker("end", "primary")
 # The CPU's name may hold parentheses of its own: "Intel(R) Xeon(R) Processor".
 _MACHINE = re.compile(
     r"^Machine: \S+ \((?P<cpu>.*?)\), \d+ torch threads, .*\((?P<kernels>\w+) CPU kernels\), "
@@ -242,12 +244,12 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
         "## Primary endpoint",
         "",
         f"**{PRIMARY[1].capitalize()}** (lower is better; fixed before the runs in",
-        "`compare.PRIMARY`):",
+        "`examples.report.PRIMARY`):",
         f"{compared} minus uniform, per base model the mean",
         "over its GRPO seed pairs; pooled per machine and over all base models, the SE from",
         "their spread, judged by a two-sided 5% t test.",
         "",
-        "<!-- --8<-- [start:pooled] -->",
+        marker("start", "pooled"),
         "",
         *table,
         "",
@@ -256,7 +258,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
         f"{detectable(se, n):.3f}; an effect of the observed size would need about "
         f"{needed if needed is not None else f'more than {MAX_BASES}'} base models.",
         "",
-        "<!-- --8<-- [end:pooled] -->",
+        marker("end", "pooled"),
         "",
         "## Sanity check: does uniform GRPO over-train the dense part?",
         "",
@@ -264,7 +266,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
         "same rows; it must rise (more collapse onto the common topics) for the question to",
         "be answerable.",
         "",
-        "<!-- --8<-- [start:sanity] -->",
+        marker("start", "sanity"),
         "",
     ]
     rises = {m: [row.uniform - row.base_model for row in rows] for m, rows in groups.items()}
@@ -274,7 +276,7 @@ def summary(reports: Sequence[Report]) -> tuple[str, float, float]:
     lines += [
         *table,
         "",
-        "<!-- --8<-- [end:sanity] -->",
+        marker("end", "sanity"),
         "",
         "## Per base model",
         "",
