@@ -152,3 +152,30 @@ def test_hf_loaders_from_a_saved_folder(tmp_path: object) -> None:
     torch.testing.assert_close(hidden.embed(texts), direct, atol=1e-5, rtol=1e-5)
     logits = get_embedder(f"hf-logits:{folder}", projection_dim=16)
     assert isinstance(logits, LogitEmbedder) and logits.embed(texts).shape == (2, 16)
+
+
+def test_options_are_checked_against_the_signature() -> None:
+    with pytest.raises(
+        InvalidInputError,
+        match=r"embedder 'hashing' does not take the options \['bogus'\]; it takes \['dim', ",
+    ):
+        get_embedder("hashing", dim=8, bogus=1)
+    with pytest.raises(InvalidInputError, match=r"estimator 'exact' does not take .*\['kk'\]"):
+        get_estimator("exact", kk=3)
+    with pytest.raises(InvalidInputError, match=r"embedder 'st' needs the options \['model'\]"):
+        get_embedder("st")
+    # A **kwargs parameter takes any name: the loaders pass theirs on to the embedder.
+    registry._check_options(lambda model, **kwargs: None, "embedder 'x'", {"model": 1, "a": 2})
+
+
+def test_an_error_raised_while_building_passes_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_entry_points(group: str) -> list[EntryPoint]:
+        return [EntryPoint("faulty", "tests.plugins.fake:FaultyEmbedder", group)]
+
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    registry._plugins.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=r"^a bug inside the plug-in \(width=5\)$"):
+            get_embedder("faulty", width=5)
+    finally:
+        registry._plugins.cache_clear()

@@ -33,8 +33,8 @@ from katdensity.sampler import InverseDensitySampler
 from katdensity.subset import select_subset
 from katdensity.weights import (
     InverseDensityWeighting,
-    WeightResult,
     Weighting,
+    WeightResult,
     effective_sample_size,
     inverse_density_weights,
     weigh,

@@ -9,7 +9,6 @@ naming it, the problem and the fix, never a pyarrow or datasets exception.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import warnings
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from katdensity._atomic import atomic_folder, atomic_path
-from katdensity.errors import InvalidInputError, MissingDependencyError
+from katdensity._optional import require
+from katdensity.errors import InvalidInputError
 
 __all__ = [
     "WEIGHT_COLUMN",
@@ -71,24 +71,14 @@ class Rows:
         return record.get("id") if self.id_key == "id" else None
 
 
-def _require(module: str, extra: str, what: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"{what} needs {module.split('.')[0]}, which is not installed; "
-            f'install it with: pip install "katdensity[{extra}]"'
-        ) from error
-
-
 def _pyarrow() -> tuple[Any, Any]:
     # The package first: an imported pyarrow.parquet would be found even without pyarrow.
-    pa = _require("pyarrow", "parquet", "reading parquet files")
-    return pa, _require("pyarrow.parquet", "parquet", "reading parquet files")
+    pa = require("pyarrow", extra="parquet", purpose="reading parquet files")
+    return pa, require("pyarrow.parquet", extra="parquet", purpose="reading parquet files")
 
 
 def _datasets() -> Any:
-    return _require("datasets", "datasets", "reading saved datasets")
+    return require("datasets", extra="datasets", purpose="reading saved datasets")
 
 
 def _guarded(name: str, load: Callable[[], T], problem: str, fix: str) -> T:

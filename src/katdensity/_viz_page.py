@@ -6,7 +6,6 @@ plotly is imported inside the functions that draw, so importing this module cost
 from __future__ import annotations
 
 import html
-import importlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,9 +13,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from katdensity.errors import MissingDependencyError
+from katdensity._optional import require
+from katdensity._text import shorten
 
-__all__ = ["View", "hover_texts", "page", "require"]
+__all__ = ["View", "hover_texts", "page"]
 
 _PROMPT_CHARS = 300
 _NEIGHBOR_CHARS = 120
@@ -25,17 +25,6 @@ _HISTOGRAM_BINS = 50
 _MAX_LEGEND_LABELS = 20
 # Marks a figure's <div> once plotly has drawn it, for tests and browser automation.
 _DRAWN_SCRIPT = "document.getElementById('{plot_id}').setAttribute('data-katdensity-drawn', '1');"
-
-
-def require(module: str, what: str) -> Any:
-    """Import `module`, or raise `MissingDependencyError` naming the `viz` extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"{what} needs {module.split('.')[0]}, which is not installed; "
-            'install it with: pip install "katdensity[viz]"'
-        ) from error
 
 
 @dataclass(frozen=True)
@@ -71,17 +60,12 @@ class View:
         return len(self.names)
 
 
-def _shorten(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _lines(text: str, limit: int) -> list[str]:
     """`text` cut to `limit` characters, wrapped at word boundaries, each line HTML-escaped."""
     # textwrap.wrap is ten times slower, which shows over 20 000 points with 4 texts each.
     lines: list[str] = []
     line = ""
-    for word in _shorten(text, limit).split(" "):
+    for word in shorten(text, limit).split(" "):
         while len(word) > _HOVER_WIDTH:  # a URL or code: cut it rather than widen the box
             if line:
                 lines.append(line)
@@ -139,8 +123,8 @@ def hover_texts(view: View) -> list[str]:
 
 
 def _scatter_figure(view: View, title: str) -> Any:
-    go = require("plotly.graph_objects", "the HTML view")
-    colors = require("plotly.colors", "the HTML view")
+    go = require("plotly.graph_objects", extra="viz", purpose="the HTML view")
+    colors = require("plotly.colors", extra="viz", purpose="the HTML view")
     hover = hover_texts(view)
     style = {"sizemode": "diameter", "opacity": 0.85, "line": {"width": 0}}
 
@@ -200,8 +184,8 @@ def _scatter_figure(view: View, title: str) -> Any:
 
 
 def _histogram_figure(view: View) -> Any:
-    go = require("plotly.graph_objects", "the HTML view")
-    subplots = require("plotly.subplots", "the HTML view")
+    go = require("plotly.graph_objects", extra="viz", purpose="the HTML view")
+    subplots = require("plotly.subplots", extra="viz", purpose="the HTML view")
     panels: list[tuple[str, np.ndarray]] = [("log-density", view.log_density.numpy())]
     if view.weights is not None:
         panels.append(("N × weight (1 = uniform)", (view.weights * view.n_points).numpy()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -99,7 +100,9 @@ def _get(group: str, spec: Any, protocol: type[T], kwargs: dict[str, Any]) -> T:
         name, _, argument = spec.partition(":")
         if argument:
             kwargs = {"model": argument, **kwargs}
-        built = _factory(group, name)(**kwargs)
+        factory = _factory(group, name)
+        _check_options(factory, f"{group.rsplit('.', 1)[1][:-1]} {spec!r}", kwargs)
+        built = factory(**kwargs)
     else:
         if kwargs:
             raise InvalidInputError(
@@ -114,6 +117,34 @@ def _get(group: str, spec: Any, protocol: type[T], kwargs: dict[str, Any]) -> T:
     return built
 
 
+def _check_options(factory: Callable[..., Any], what: str, options: dict[str, Any]) -> None:
+    """Raise `InvalidInputError` if `factory`'s signature refuses `options` by name.
+
+    Only the names are checked, never by calling: an error raised while building is the
+    factory's own and reaches the caller unchanged. A `**kwargs` parameter takes any name.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some compiled callables)
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = {p.name for p in parameters if p.kind in named}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        takes |= set(options)
+    unknown = sorted(set(options) - takes)
+    if unknown:
+        raise InvalidInputError(
+            f"{what} does not take the options {unknown}; it takes {sorted(takes) or 'none'}"
+        )
+    missing = sorted(
+        p.name
+        for p in parameters
+        if p.kind in named and p.default is inspect.Parameter.empty and p.name not in options
+    )
+    if missing:
+        raise InvalidInputError(f"{what} needs the options {missing}, but got {sorted(options)}")
+
+
 def get_embedder(spec: str | Embedder, **kwargs: Any) -> Embedder:
     """An [`Embedder`][katdensity.Embedder] from a registered name or an object.
 
@@ -125,7 +156,9 @@ def get_embedder(spec: str | Embedder, **kwargs: Any) -> Embedder:
         **kwargs: options for the named embedder.
 
     Raises:
-        InvalidInputError: an unknown name (the message lists the available ones).
+        InvalidInputError: an unknown name (the message lists the available ones), or
+            options that the named embedder's signature does not take or requires and lacks;
+            an error raised while it is built passes unchanged.
         MissingDependencyError: the embedder's optional dependency is not installed.
 
     Example:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from katdensity._groups import first_occurrence, group_sums
 from katdensity._table import format_table
 from katdensity._text import shorten
 from katdensity._validate import as_probabilities, check_int
-from katdensity._groups import first_occurrence, group_sums
 from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from katdensity._draws import draw_without_replacement
-from katdensity._validate import as_groups, as_probabilities, check_int
 from katdensity._groups import first_occurrence, group_sums
+from katdensity._validate import as_groups, as_probabilities, check_int
 from katdensity.errors import InvalidInputError
 
 __all__ = ["select_subset"]

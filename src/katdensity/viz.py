@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from katdensity._atomic import atomic_path
+from katdensity._optional import require
 from katdensity._validate import (
     as_embeddings,
     as_groups,
@@ -44,7 +45,7 @@ from katdensity._validate import (
     check_int,
     check_real,
 )
-from katdensity._viz_page import View, page, require
+from katdensity._viz_page import View, page
 from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
 
@@ -190,7 +191,7 @@ def _randomized_svd(centred: torch.Tensor, seed: int) -> tuple[torch.Tensor, tor
 
 
 def _umap(rows: torch.Tensor, seed: int) -> torch.Tensor:
-    umap = require("umap", "the UMAP projection")
+    umap = require("umap", extra="viz", purpose="the UMAP projection", package="umap-learn")
     with warnings.catch_warnings():
         # A fixed random_state makes UMAP single-threaded, and it says so on every call.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
@@ -546,7 +547,8 @@ def write_view(
         )
         ```
     """
-    require("plotly", "the HTML view")  # fail before a long projection, not after
+    # Fail before a long projection, not after.
+    require("plotly", extra="viz", purpose="the HTML view")
     target = Path(out)
     points_file = None if json_path is None else Path(json_path)
     if points_file is not None and points_file.resolve() == target.resolve():

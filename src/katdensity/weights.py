@@ -10,12 +10,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
 from katdensity._groups import first_occurrence, group_sums
+from katdensity._validate import as_groups, as_log_density, as_probabilities, check_real
 from katdensity.density.result import DensityEstimator, DensityResult
 from katdensity.errors import InvalidInputError
 
 __all__ = [
+    "DEFAULT_BETA",
+    "DEFAULT_MAX_WEIGHT_RATIO",
     "DEFAULT_MIN_ESS_RATIO",
     "InverseDensityWeighting",
     "WeightResult",
@@ -31,6 +33,10 @@ logger = logging.getLogger(__name__)
 # The default floor on the ESS over distinct prompts, as a share of their number: the
 # weights may discard at most 35% of the set's effective size unless the user asks.
 DEFAULT_MIN_ESS_RATIO = 0.65
+# The default strength: full inverse density, `density ** -1`, before the floor tempers it.
+DEFAULT_BETA = 1.0
+# The default cap on a prompt's probability, as a multiple of uniform.
+DEFAULT_MAX_WEIGHT_RATIO = 20.0
 _SCAN_STEPS = 32
 
 
@@ -51,8 +57,8 @@ class Weighting(Protocol):
 def inverse_density_weights(
     log_density: torch.Tensor | np.ndarray,
     *,
-    beta: float = 1.0,
-    max_weight_ratio: float | None = 20.0,
+    beta: float = DEFAULT_BETA,
+    max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
     uniform_mix: float = 0.0,
     groups: torch.Tensor | np.ndarray | None = None,
     min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
@@ -379,8 +385,8 @@ def weigh(
     source: DensityResult | torch.Tensor | np.ndarray,
     *,
     estimator: DensityEstimator | None = None,
-    beta: float = 1.0,
-    max_weight_ratio: float | None = 20.0,
+    beta: float = DEFAULT_BETA,
+    max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
     uniform_mix: float = 0.0,
     min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
     mode_cap: bool = True,
@@ -481,9 +487,9 @@ class InverseDensityWeighting:
 
     def __init__(
         self,
-        beta: float = 1.0,
+        beta: float = DEFAULT_BETA,
         *,
-        max_weight_ratio: float | None = 20.0,
+        max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
         uniform_mix: float = 0.0,
         min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO,
         mode_cap: bool = True,

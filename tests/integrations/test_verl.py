@@ -143,7 +143,9 @@ def test_dataset_ids_the_file_lacks_are_named(
 
 def test_repeated_dataset_ids_are_refused(files: tuple[Path, Path, Path]) -> None:
     parquet, _, weights = files
-    with pytest.raises(InvalidInputError, match=r"should hold each id once, but id '1003' is in rows 0 and 2"):
+    with pytest.raises(
+        InvalidInputError, match=r"should hold each id once, but id '1003' is in rows 0 and 2"
+    ):
         create_rl_sampler({"density": {"weights": str(weights)}}, dataset(parquet, [3, 4, 3]))
 
 

@@ -17,3 +17,10 @@ class ConstantEmbedder:
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return torch.ones(len(texts), self.width)
+
+
+class FaultyEmbedder:
+    """A plug-in with a bug: its constructor raises TypeError whatever it is given."""
+
+    def __init__(self, width: int = 3) -> None:
+        raise TypeError(f"a bug inside the plug-in (width={width})")

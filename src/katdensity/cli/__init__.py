@@ -12,7 +12,11 @@ import sys
 
 from katdensity import __version__
 from katdensity.cli import commands, tools
+from katdensity.demo import DEFAULT_SAMPLE_SIZE
+from katdensity.density.formula import DEFAULT_K, DEFAULT_SMOOTHING, SMOOTHING_WIDTH
 from katdensity.errors import KatDensityError
+from katdensity.viz import DEFAULT_MAX_POINTS
+from katdensity.weights import DEFAULT_BETA, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_MIN_ESS_RATIO
 
 __all__ = ["main"]
 
@@ -21,9 +25,9 @@ def _add_smoothing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smoothing",
         type=int,
-        help="times the log-density is averaged over each prompt's 5 nearest neighbours "
-        "(default 1; 0 for the plain k-NN estimate, more to suppress near-duplicate families "
-        "further)",
+        help=f"times the log-density is averaged over each prompt's {SMOOTHING_WIDTH} nearest "
+        f"neighbours (default {DEFAULT_SMOOTHING}, the plain k-NN estimate; more to suppress "
+        "near-duplicate families further)",
     )
 
 
@@ -67,10 +71,17 @@ def _parser() -> argparse.ArgumentParser:
         help="folder for prompts.jsonl, report.md, view.json, view.html (default katdensity-demo)",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the prompts (default 0)")
-    demo.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
-    demo.add_argument("--beta", type=float, default=1.0, help="weighting strength (default 1.0)")
     demo.add_argument(
-        "--sample-size", type=int, default=1000, help="prompts per sample (default 1000)"
+        "--k", type=int, default=DEFAULT_K, help="neighbours for the density (default %(default)s)"
+    )
+    demo.add_argument(
+        "--beta", type=float, default=DEFAULT_BETA, help="weighting strength (default %(default)s)"
+    )
+    demo.add_argument(
+        "--sample-size",
+        type=int,
+        default=DEFAULT_SAMPLE_SIZE,
+        help="prompts per sample (default %(default)s)",
     )
     demo.set_defaults(run=commands.run_demo)
 
@@ -123,14 +134,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write a copy of --data (parquet or saved dataset) with a katdensity_weight column",
     )
-    weights.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    weights.add_argument(
+        "--k", type=int, default=DEFAULT_K, help="neighbours (default %(default)s)"
+    )
     _add_smoothing(weights)
-    weights.add_argument("--beta", type=float, default=1.0, help="strength (default 1.0)")
+    weights.add_argument(
+        "--beta", type=float, default=DEFAULT_BETA, help="strength (default %(default)s)"
+    )
     weights.add_argument(
         "--estimator", default="auto", help="exact, approx or auto (default; picks by size)"
     )
     weights.add_argument(
-        "--max-weight-ratio", type=float, default=20.0, help="cap on weight x N (default 20)"
+        "--max-weight-ratio",
+        type=float,
+        default=DEFAULT_MAX_WEIGHT_RATIO,
+        help="cap on weight x N (default %(default)s)",
     )
     weights.add_argument(
         "--uniform-mix", type=float, default=0.0, help="share of uniform mixed in (default 0)"
@@ -138,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--min-ess",
         type=float,
-        default=0.65,
-        help="lowest distinct ESS/N; beta is tempered to keep it (default 0.65; 1 = uniform)",
+        default=DEFAULT_MIN_ESS_RATIO,
+        help="lowest distinct ESS/N; beta is tempered to keep it (default %(default)s; "
+        "1 = uniform)",
     )
     weights.add_argument(
         "--no-mode-cap",
@@ -211,11 +230,16 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("--json", help="also write the points as JSON here")
     viz.add_argument("--label", help="record field or column that colours the points (e.g. src)")
     viz.add_argument("--projection", default="pca", help="pca (default) or umap")
-    viz.add_argument("--k", type=int, default=10, help="neighbours for the density (default 10)")
+    viz.add_argument(
+        "--k", type=int, default=DEFAULT_K, help="neighbours for the density (default %(default)s)"
+    )
     _add_smoothing(viz)
     viz.add_argument("--estimator", default="auto", help="exact, approx or auto (default)")
     viz.add_argument(
-        "--max-points", type=int, default=20_000, help="points drawn at most (default 20000)"
+        "--max-points",
+        type=int,
+        default=DEFAULT_MAX_POINTS,
+        help="points drawn at most (default %(default)s)",
     )
     viz.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
     viz.set_defaults(run=tools.run_viz)

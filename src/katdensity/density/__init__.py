@@ -5,6 +5,7 @@ from katdensity.density.auto import AutoKNNDensity, choose_search
 from katdensity.density.estimator import KNNDensityEstimator
 from katdensity.density.exact import ExactKNNDensity
 from katdensity.density.formula import (
+    DEFAULT_K,
     DEFAULT_SMOOTHING,
     knn_log_density,
     levina_bickel_dim,
@@ -14,6 +15,7 @@ from katdensity.density.formula import (
 from katdensity.density.result import DensityEstimator, DensityResult
 
 __all__ = [
+    "DEFAULT_K",
     "DEFAULT_SMOOTHING",
     "ApproxKNNDensity",
     "AutoKNNDensity",

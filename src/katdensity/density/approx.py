@@ -8,7 +8,7 @@ import torch
 
 from katdensity._validate import check_int
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.density.formula import DEFAULT_SMOOTHING
+from katdensity.density.formula import DEFAULT_K, DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, in_memory
 from katdensity.knn.approx import approx_knn
 from katdensity.knn.neighbors import Metric, Neighbors
@@ -43,7 +43,7 @@ class ApproxKNNDensity(KNNDensityEstimator):
 
     def __init__(
         self,
-        k: int = 10,
+        k: int = DEFAULT_K,
         metric: Metric = "cosine",
         *,
         n_neighbors: int | None = None,

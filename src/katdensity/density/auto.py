@@ -6,14 +6,14 @@ import logging
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 
-from katdensity._validate import check_int
+from katdensity._distributed import process_group
+from katdensity.density.approx import ApproxKNNDensity
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.density.formula import DEFAULT_SMOOTHING
-from katdensity.knn._rows import RowSource, as_source, in_memory
-from katdensity.knn.approx import approx_knn
-from katdensity.knn.exact import search_rows
+from katdensity.density.exact import ExactKNNDensity
+from katdensity.density.formula import DEFAULT_K, DEFAULT_SMOOTHING
+from katdensity.knn._rows import RowSource
+from katdensity.knn.exact import DEFAULT_MEMORY_BUDGET_BYTES, Precision
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["AutoKNNDensity", "choose_search"]
@@ -34,15 +34,17 @@ def choose_search(n: int, dim: int, device: torch.device) -> Literal["exact", "a
     number of processes.
     """
     budget = _EXACT_WORK_CUDA if device.type == "cuda" else _EXACT_WORK_CPU
-    if dist.is_available() and dist.is_initialized():
-        budget *= dist.get_world_size()
+    budget *= process_group()[0]
     return "exact" if n * n * dim <= budget else "approx"
 
 
 class AutoKNNDensity(KNNDensityEstimator):
     """Exact kNN density for sets small enough to search exactly, approximate beyond.
 
-    The choice (logged at INFO) is made per call from `N`, `D` and the device by
+    It holds an [`ExactKNNDensity`][katdensity.ExactKNNDensity] (`exact`) and an
+    [`ApproxKNNDensity`][katdensity.ApproxKNNDensity] (`approx`) built from its options, and
+    searches with one of them. The choice (logged at INFO) is made per call from the number
+    of distinct points `N`, `D` and the device by
     [`choose_search`][katdensity.density.auto.choose_search]: on CPU exact up to about
     100,000 points at D=384, on CUDA up to about 3 million at D=768.
 
@@ -59,11 +61,21 @@ class AutoKNNDensity(KNNDensityEstimator):
             the approximate one; `None` shows them on a terminal for long searches.
         distributed: share the exact search among the `torch.distributed` processes, as
             in [`ExactKNNDensity`][katdensity.ExactKNNDensity]; `False` searches alone.
+        precision: arithmetic of the exact search (`"auto"`, `"float32"`, `"bfloat16"`), as
+            in [`ExactKNNDensity`][katdensity.ExactKNNDensity].
+        memory_budget_bytes: bytes for one score tile of the exact search and its scratch.
+        n_neighbors: NN-descent graph width of the approximate search; `None` derives it
+            from `N` and `k` as in [`ApproxKNNDensity`][katdensity.ApproxKNNDensity].
+        n_jobs: pynndescent threads of the approximate search (`-1` all cores).
+
+    Attributes:
+        exact: the exact estimator searched with up to the budget.
+        approx: the approximate estimator searched with beyond it.
     """
 
     def __init__(
         self,
-        k: int = 10,
+        k: int = DEFAULT_K,
         metric: Metric = "cosine",
         *,
         device: str | torch.device | None = None,
@@ -73,30 +85,49 @@ class AutoKNNDensity(KNNDensityEstimator):
         smoothing: int = DEFAULT_SMOOTHING,
         progress: bool | None = None,
         distributed: bool | None = None,
+        precision: Precision = "auto",
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+        n_neighbors: int | None = None,
+        n_jobs: int | None = -1,
     ) -> None:
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.progress = progress
-        self.distributed = distributed
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.seed = check_int("seed", seed)
+        # NOTE [ Two searches, one density ]: each held estimator gets every option it takes,
+        # so it is this estimator with its search fixed; `estimate` uses only its search,
+        # while centring, duplicates and the formula run here once, whichever is chosen.
+        self.exact = ExactKNNDensity(
+            k,
+            metric,
+            device=self.device,
+            intrinsic_dim=intrinsic_dim,
+            center=center,
+            smoothing=smoothing,
+            precision=precision,
+            memory_budget_bytes=memory_budget_bytes,
+            progress=progress,
+            distributed=distributed,
+        )
+        self.approx = ApproxKNNDensity(
+            k,
+            metric,
+            n_neighbors=n_neighbors,
+            seed=seed,
+            n_jobs=n_jobs,
+            intrinsic_dim=intrinsic_dim,
+            center=center,
+            smoothing=smoothing,
+            progress=progress,
+        )
 
     def _neighbors(self, points: torch.Tensor | RowSource) -> Neighbors:
         n, dim = (points.n, points.dim) if isinstance(points, RowSource) else points.shape
         search = choose_search(n, dim, self.device)
         logger.info("auto: %s kNN for N=%d, D=%d on %s", search, n, dim, self.device)
         if search == "exact":
-            found = search_rows(
-                as_source(points, normalize=self.metric == "cosine", device=self.device),
-                self.k,
-                metric=self.metric,
-                precision="auto",
-                memory_budget_bytes=256 * 2**20,
-                progress=self.progress,
-                distributed=self.distributed,
-            )
-            return Neighbors(found.distances.cpu(), found.indices.cpu(), self.metric)
+            return self.exact._neighbors(points)
         if isinstance(points, RowSource):
             logger.warning(
                 "auto: the approximate search reads all %d rows into memory; for a file "
@@ -104,10 +135,4 @@ class AutoKNNDensity(KNNDensityEstimator):
                 "--estimator exact)",
                 n,
             )
-        return approx_knn(
-            in_memory(points, progress=self.progress),
-            self.k,
-            metric=self.metric,
-            seed=self.seed,
-            progress=self.progress,
-        )
+        return self.approx._neighbors(points)

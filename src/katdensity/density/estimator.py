@@ -10,11 +10,16 @@ from typing import Literal
 import numpy as np
 import torch
 
+from katdensity._groups import DistinctRows, regroup
 from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings, check_choice, check_int, check_real
-from katdensity._groups import DistinctRows, regroup
 from katdensity.density._duplicates import distinct_rows, fingerprint, group_by_fingerprint
-from katdensity.density.formula import DEFAULT_SMOOTHING, SMOOTHING_WIDTH, knn_log_density
+from katdensity.density.formula import (
+    DEFAULT_K,
+    DEFAULT_SMOOTHING,
+    SMOOTHING_WIDTH,
+    knn_log_density,
+)
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 from katdensity.knn._rows import MappedRows, RowSource
@@ -100,7 +105,7 @@ class KNNDensityEstimator(abc.ABC):
 
     def __init__(
         self,
-        k: int = 10,
+        k: int = DEFAULT_K,
         metric: Metric = "cosine",
         *,
         intrinsic_dim: float | None = None,

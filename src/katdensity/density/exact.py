@@ -8,9 +8,9 @@ import torch
 
 from katdensity._validate import check_choice, check_int
 from katdensity.density.estimator import KNNDensityEstimator
-from katdensity.density.formula import DEFAULT_SMOOTHING
+from katdensity.density.formula import DEFAULT_K, DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, as_source
-from katdensity.knn.exact import Precision, search_rows
+from katdensity.knn.exact import DEFAULT_MEMORY_BUDGET_BYTES, Precision, search_rows
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["ExactKNNDensity"]
@@ -52,7 +52,7 @@ class ExactKNNDensity(KNNDensityEstimator):
 
     def __init__(
         self,
-        k: int = 10,
+        k: int = DEFAULT_K,
         metric: Metric = "cosine",
         *,
         device: str | torch.device | None = None,
@@ -60,7 +60,7 @@ class ExactKNNDensity(KNNDensityEstimator):
         center: bool | Literal["auto"] = "auto",
         smoothing: int = DEFAULT_SMOOTHING,
         precision: Precision = "auto",
-        memory_budget_bytes: int = 256 * 2**20,
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
         progress: bool | None = None,
         distributed: bool | None = None,
     ) -> None:

@@ -39,6 +39,7 @@ from katdensity.errors import InvalidInputError
 from katdensity.knn.neighbors import Neighbors
 
 __all__ = [
+    "DEFAULT_K",
     "DEFAULT_SMOOTHING",
     "SMOOTHING_WIDTH",
     "knn_log_density",
@@ -57,6 +58,8 @@ SMOOTHING_WIDTH = 5
 # Smoothing steps of the default estimators: none, since the mode cap treats families
 # (benchmarks/bench_density.py chose it).
 DEFAULT_SMOOTHING = 0
+# Neighbours per point of the default estimators: the density uses the k-th one's distance.
+DEFAULT_K = 10
 
 
 def neighbor_radii(neighbors: Neighbors) -> torch.Tensor:

@@ -33,8 +33,8 @@ import scipy.sparse
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from katdensity._validate import check_real
 from katdensity._groups import first_occurrence, regroup
+from katdensity._validate import check_real
 from katdensity.density.formula import neighbor_radii
 from katdensity.density.result import DensityResult
 
@@ -102,7 +102,6 @@ def find_modes(
     closure = check_real("closure", closure, low=0.0, high=1.0, low_open=True)
     merge_fraction = check_real("merge_fraction", merge_fraction, low=0.0, high=1.0, low_open=True)
     closed_share = check_real("closed_share", closed_share, low=0.0, high=1.0, low_open=True)
-    n = len(result)
     distinct = result.distinct_index
     n_distinct = int(distinct.max()) + 1
     # One row per distinct prompt: its first row holds that prompt's neighbours.

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from katdensity._distributed import process_group
 from katdensity.embedders.base import Embedder, check_texts
 from katdensity.errors import InvalidInputError
 
@@ -31,9 +32,9 @@ def embed_distributed(embedder: Embedder, texts: Sequence[str]) -> torch.Tensor:
         `(N, D)` float32 on the CPU, row `i` embedding `texts[i]`.
     """
     texts = check_texts(texts)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world, rank = process_group()
+    if world == 1:
         return embedder.embed(texts)
-    world, rank = dist.get_world_size(), dist.get_rank()
     shard = -(-len(texts) // world)
     mine = texts[rank * shard : (rank + 1) * shard]
     # Every process learns D, even one whose shard is empty (more processes than texts).

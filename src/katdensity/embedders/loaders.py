@@ -6,22 +6,12 @@ from typing import Any
 
 import torch
 
+from katdensity._optional import require
 from katdensity.embedders.external import ExternalEmbedder
 from katdensity.embedders.hidden_state import HiddenStateEmbedder
 from katdensity.embedders.logits import LogitEmbedder
-from katdensity.errors import MissingDependencyError
 
 __all__ = ["hf_hidden_state_embedder", "hf_logit_embedder", "sentence_transformer_embedder"]
-
-
-def _require(module: str, extra: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"this embedder needs {module}, which is not installed; "
-            f'install it with: pip install "katdensity[{extra}]"'
-        ) from error
 
 
 def sentence_transformer_embedder(
@@ -37,14 +27,21 @@ def sentence_transformer_embedder(
     Raises:
         MissingDependencyError: sentence-transformers is not installed (extra `st`).
     """
-    sentence_transformers = _require("sentence_transformers", "st")
+    sentence_transformers = require(
+        "sentence_transformers",
+        extra="st",
+        purpose="the sentence-transformers embedder",
+        package="sentence-transformers",
+    )
     return ExternalEmbedder(
         sentence_transformers.SentenceTransformer(model, device=device), **kwargs
     )
 
 
 def _load_hf(model: str, auto_class: str, device: str | torch.device | None) -> tuple[Any, Any]:
-    transformers = _require("transformers", "hf")
+    transformers = require(
+        "transformers", extra="hf", purpose="the hf-hidden and hf-logits embedders"
+    )
     loaded = getattr(transformers, auto_class).from_pretrained(model)
     if device is not None:
         loaded = loaded.to(device)

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from katdensity._optional import require
 from katdensity._validate import as_embeddings, check_choice, check_int
-from katdensity.errors import InvalidInputError, MissingDependencyError
+from katdensity.errors import InvalidInputError
 from katdensity.knn.exact import rescore
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
@@ -90,12 +91,8 @@ def approx_knn(
         if n_neighbors is None
         else min(n, check_int("n_neighbors", n_neighbors, low=k + 1))
     )
-    try:
-        import pynndescent
-    except ImportError as error:  # it is a core dependency, but may have been removed
-        raise MissingDependencyError(
-            "approximate kNN needs pynndescent: pip install pynndescent"
-        ) from error
+    # A core dependency, imported here because it is slow to import and may have been removed.
+    pynndescent = require("pynndescent", extra=None, purpose="approximate kNN")
     if metric == "cosine" and not _unit_rows(points):
         points = torch.nn.functional.normalize(points, dim=1)
     start = time.perf_counter()

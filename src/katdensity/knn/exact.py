@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from katdensity._distributed import group_initialised, process_group
 from katdensity._progress import progress_counter
 from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
@@ -32,9 +33,11 @@ from katdensity.knn._search import (
 )
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
-__all__ = ["Precision", "exact_knn", "rescore"]
+__all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "Precision", "exact_knn", "rescore"]
 
 Precision = Literal["auto", "float32", "bfloat16"]
+# Bytes for one score tile and its scratch space, unless the caller sets them.
+DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 
 
 def exact_knn(
@@ -43,7 +46,7 @@ def exact_knn(
     *,
     metric: Metric = "cosine",
     precision: Precision = "auto",
-    memory_budget_bytes: int = 256 * 2**20,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     progress: bool | None = None,
     distributed: bool | None = None,
 ) -> Neighbors:
@@ -172,10 +175,9 @@ def as_row_source(embeddings: torch.Tensor | np.ndarray, metric: Metric) -> RowS
 
 
 def _use_distributed(requested: bool | None) -> bool:
-    initialised = dist.is_available() and dist.is_initialized()
     if requested is None:
-        return initialised and dist.get_world_size() > 1
-    if requested and not initialised:
+        return process_group()[0] > 1
+    if requested and not group_initialised():
         raise InvalidInputError(
             "distributed=True needs torch.distributed.init_process_group(...) first"
         )
