@@ -22,7 +22,15 @@ from katdensity.report import weight_report
 from katdensity.subset import select_subset
 from katdensity.weights import weigh
 
-__all__ = ["estimator_for", "run_demo", "run_embed", "run_prompts", "run_sample", "run_weights"]
+__all__ = [
+    "embedded_prompts",
+    "estimator_for",
+    "run_demo",
+    "run_embed",
+    "run_prompts",
+    "run_sample",
+    "run_weights",
+]
 
 
 def embedder_for(spec: str, options: dict[str, Any], *, quiet: bool) -> Embedder:
@@ -50,6 +58,20 @@ def estimator_for(
     if quiet and name in ("exact", "approx", "auto"):
         options["progress"] = False
     return get_estimator(name, **options)
+
+
+def embedded_prompts(ids: list[str], emb: str, prompts: list[Prompt], data: str) -> list[Prompt]:
+    """The prompt of each row of the embeddings file `emb` (ids `ids`), found by id in
+    `prompts`, read from `--data`, which may hold more prompts but each id once."""
+    rows = match_ids(
+        ids,
+        [prompt.id for prompt in prompts],
+        wanted_from=emb,
+        available_from=f"--data {data}",
+        extra="allow",
+        fix="pass the prompt file that was embedded",
+    )
+    return [prompts[row] for row in rows.tolist()]
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -98,15 +120,7 @@ def run_weights(args: argparse.Namespace) -> None:
     texts = None
     prompts = None if args.data is None else read_prompts(args.data, field=args.field)
     if prompts is not None:
-        rows = match_ids(
-            stored.ids,
-            [prompt.id for prompt in prompts],
-            wanted_from=args.emb,
-            available_from=f"--data {args.data}",
-            extra="allow",
-            fix="pass the prompt file that was embedded",
-        )
-        texts = [prompts[row].text for row in rows.tolist()]
+        texts = [p.text for p in embedded_prompts(stored.ids, args.emb, prompts, args.data)]
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
     weighted = weigh(
         estimator.estimate(stored.embeddings),

@@ -15,9 +15,9 @@ import torch
 from katdensity._atomic import atomic_path
 from katdensity._table import format_table
 from katdensity._text import shorten
-from katdensity.cli.commands import embedder_for, estimator_for
+from katdensity.cli.commands import embedded_prompts, embedder_for, estimator_for
 from katdensity.errors import InvalidInputError
-from katdensity.ids import check_unique_ids, match_ids
+from katdensity.ids import check_unique_ids
 from katdensity.io import EmbeddingsFile, load_embeddings, read_prompts
 from katdensity.metrics import diversity_report
 from katdensity.weights import weigh
@@ -155,14 +155,7 @@ def run_viz(args: argparse.Namespace) -> None:
     prompts = None
     if args.data is not None:
         data = read_prompts(args.data, field=args.field)
-        rows = match_ids(
-            stored.ids,
-            [p.id for p in data],
-            wanted_from=args.emb,
-            available_from=f"--data {args.data}",
-            extra="allow",
-        )
-        prompts = [data[row] for row in rows.tolist()]
+        prompts = embedded_prompts(stored.ids, args.emb, data, args.data)
     texts = None if prompts is None else [p.text for p in prompts]
     labels = None
     if args.label is not None:
