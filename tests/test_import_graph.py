@@ -80,6 +80,7 @@ FACADES = {
     "katdensity.embedders",
     "katdensity.knn",
     "katdensity.integrations",
+    "katdensity.learnability",
 }
 
 

@@ -28,6 +28,7 @@ from katdensity.embedders import (
 )
 from katdensity.errors import InvalidInputError, KatDensityError, MissingDependencyError
 from katdensity.knn import Neighbors, approx_knn, exact_knn, knn_recall
+from katdensity.learnability import LearnabilityTracker, LearnabilityWeighting
 from katdensity.registry import get_embedder, get_estimator, get_weighting
 from katdensity.sampler import InverseDensitySampler
 from katdensity.subset import select_subset
@@ -56,6 +57,8 @@ __all__ = [
     "InverseDensitySampler",
     "InverseDensityWeighting",
     "KatDensityError",
+    "LearnabilityTracker",
+    "LearnabilityWeighting",
     "LogitEmbedder",
     "MissingDependencyError",
     "Neighbors",

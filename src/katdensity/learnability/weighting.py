@@ -1,0 +1,183 @@
+"""`LearnabilityWeighting`: rare and learnable, the density weights times learnability.
+
+The rule, for the rows of a [`DensityResult`][katdensity.DensityResult]:
+
+1. `q`: the density weighting's probabilities (by default the library's,
+   [`weigh`][katdensity.weigh]: copies as one prompt, each near-duplicate family capped at
+   one median prompt, the ESS floor), computed once per density result.
+2. Modes that outcomes split: a family of near-duplicates is one prompt reworded only while
+   its members fare alike. A mode whose members with evidence fall in `b` different bands of
+   pass rate (failed, learnable, solved) weighs `b` prompts: "What is 4 plus 2?" and
+   "What is 47 plus 4?" may sit in one mode, but once one is solved and the other is not,
+   they are two prompts.
+3. `w ∝ q · (4 · learnability) ** strength`: a prompt's learnability `E[p (1 - p)]` (from
+   the [`LearnabilityTracker`][katdensity.LearnabilityTracker]) is 1/4 at most, so the
+   factor is in `[0, 1]`: 1 for a prompt that passes half the time, 0 for one surely solved
+   or surely failed.
+4. `p = (1 - explore) · w + explore · q`: an `explore` share drawn by density alone keeps
+   every prompt drawable, so a prompt judged solved or hopeless is retried now and then and
+   the tracker sees it if the policy has changed.
+5. The ESS floor of the density weighting holds for `p` too: when the distinct ESS of `p`
+   falls below `min_ess_ratio · M`, `strength` is lowered until it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from katdensity._groups import group_sums
+from katdensity._validate import check_real
+from katdensity.density.result import DensityResult
+from katdensity.errors import InvalidInputError
+from katdensity.learnability.tracker import LearnabilityTracker
+from katdensity.weights import InverseDensityWeighting, WeightResult
+
+__all__ = ["PASS_RATE_BANDS", "LearnabilityWeighting"]
+
+logger = logging.getLogger(__name__)
+
+PASS_RATE_BANDS = (0.2, 0.8)
+"""Pass rates below the first are "failed", above the second "solved", "learnable" between."""
+
+_BISECTION_STEPS = 10
+
+
+class LearnabilityWeighting:
+    """A [`Weighting`][katdensity.Weighting]: inverse density times learnability.
+
+    See the module's rule. Call it again after `tracker.update(...)` to get the weights of
+    the evidence so far; the density weights are computed once per density result.
+
+    Args:
+        tracker: the [`LearnabilityTracker`][katdensity.LearnabilityTracker] fed with the
+            run's rewards, over the same rows.
+        density: the density weighting; default `InverseDensityWeighting()`, the library's
+            default weights. Its `min_ess_ratio` is the floor of the combined weights too.
+        strength: exponent of the learnability factor: 0 gives the density weights alone,
+            1 (default) weighs a prompt in proportion to its learnability.
+        explore: share of the draws made by density alone, in `[0, 1]` (default 0.1).
+        band_evidence: completions of its own a prompt needs before its pass-rate band
+            counts in splitting its mode (default 4).
+
+    Attributes:
+        strength_used_: the strength the last call used (`strength`, or less to meet the
+            ESS floor).
+
+    Example:
+        >>> import torch
+        >>> from katdensity import ExactKNNDensity, LearnabilityTracker, LearnabilityWeighting
+        >>> points = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+        >>> result = ExactKNNDensity(k=5).estimate(points)
+        >>> tracker = LearnabilityTracker(40, density=result)
+        >>> tracker.update([0] * 8 + [1] * 8, [1.0] * 8 + [1.0, 0.0] * 4)  # 0 solved, 1 not
+        >>> weights = LearnabilityWeighting(tracker)(result)
+        >>> bool(weights[1] > weights[0])
+        True
+    """
+
+    def __init__(
+        self,
+        tracker: LearnabilityTracker,
+        *,
+        density: InverseDensityWeighting | None = None,
+        strength: float = 1.0,
+        explore: float = 0.1,
+        band_evidence: float = 4.0,
+    ) -> None:
+        if not isinstance(tracker, LearnabilityTracker):
+            raise InvalidInputError(
+                f"tracker should be a LearnabilityTracker, but got {type(tracker).__name__}"
+            )
+        if density is not None and not isinstance(density, InverseDensityWeighting):
+            raise InvalidInputError(
+                "density should be an InverseDensityWeighting (its modes and floor are "
+                f"needed), but got {type(density).__name__}"
+            )
+        self.tracker = tracker
+        self.density = InverseDensityWeighting() if density is None else density
+        self.strength = check_real("strength", strength, low=0.0)
+        self.explore = check_real("explore", explore, low=0.0, high=1.0)
+        self.band_evidence = check_real("band_evidence", band_evidence, low=0.0)
+        self.strength_used_: float | None = None
+        self._base: tuple[DensityResult, WeightResult] | None = None
+
+    def base(self, result: DensityResult) -> WeightResult:
+        """The density weights of `result` (computed on the first call for it)."""
+        if self._base is None or self._base[0] is not result:
+            if not isinstance(result, DensityResult):
+                raise InvalidInputError(
+                    f"result should be a DensityResult, but got {type(result).__name__}"
+                )
+            if len(result) != self.tracker.num_prompts:
+                raise InvalidInputError(
+                    f"result should describe the tracker's {self.tracker.num_prompts} prompts, "
+                    f"but has {len(result)}"
+                )
+            self._base = (result, self.density.weigh(result))
+        return self._base[1]
+
+    def __call__(self, result: DensityResult) -> torch.Tensor:
+        """Probabilities `(N,)` for the rows of `result`, from the tracker's evidence now."""
+        base = self.base(result)
+        density = base.probabilities * _split_mode_factor(
+            base.modes, self.tracker.pass_rate(), self.tracker.evidence() >= self.band_evidence
+        )
+        density = density / density.sum()
+        factor = (4.0 * self.tracker.learnability()).clamp(0.0, 1.0)
+        labels, n_prompts = base.distinct_index, int(base.distinct_index.max()) + 1
+
+        def at(strength: float) -> torch.Tensor:
+            learnable = density * factor**strength
+            total = float(learnable.sum())
+            if total <= 0.0:  # every prompt solved or failed for sure: density alone
+                return density
+            return (1.0 - self.explore) * learnable / total + self.explore * density
+
+        def meets_floor(probabilities: torch.Tensor) -> bool:
+            floor = base.min_ess_ratio
+            if floor is None:
+                return True
+            mass = group_sums(probabilities, labels, n_prompts)
+            return float(1.0 / mass.square().sum()) >= floor * n_prompts
+
+        used = self.strength
+        probabilities = at(used)
+        if not meets_floor(probabilities):
+            low, high = 0.0, self.strength
+            for _ in range(_BISECTION_STEPS):
+                middle = (low + high) / 2
+                low, high = (middle, high) if meets_floor(at(middle)) else (low, middle)
+            used = low
+            probabilities = at(used)
+            logger.info(
+                "learnability strength %.3g -> %.3g to keep distinct ESS/N >= %.2f",
+                self.strength,
+                used,
+                base.min_ess_ratio,
+            )
+        self.strength_used_ = used
+        return probabilities
+
+    def __repr__(self) -> str:
+        return (
+            f"LearnabilityWeighting({self.tracker!r}, density={self.density!r}, "
+            f"strength={self.strength}, explore={self.explore})"
+        )
+
+
+def _split_mode_factor(
+    modes: torch.Tensor, pass_rate: torch.Tensor, banded: torch.Tensor
+) -> torch.Tensor:
+    """`(N,)`: per row, the number of pass-rate bands among its mode's members with enough
+    evidence (at least 1)."""
+    low, high = PASS_RATE_BANDS
+    bands = torch.where(pass_rate < low, 0, torch.where(pass_rate > high, 2, 1))
+    n_modes = int(modes.max()) + 1
+    present = torch.zeros(3, n_modes, dtype=torch.float64)
+    for band in range(3):
+        present[band].scatter_reduce_(
+            0, modes, (banded & (bands == band)).double(), "amax", include_self=True
+        )
+    return present.sum(0).clamp_min(1.0)[modes]
