@@ -76,8 +76,14 @@ def _uninterrupted(
 @pytest.mark.parametrize("update", [False, True], ids=["plain", "update_weights mid-epoch"])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"group_size": 4}, {"generator": "seeded"}, {"replacement": False, "num_samples": 60}],
-    ids=["seed", "group_size", "generator", "without replacement"],
+    [
+        {},
+        {"group_size": 4},
+        {"generator": "seeded"},
+        {"replacement": False, "num_samples": 60},
+        {"chunk_size": 10, "group_size": 2},
+    ],
+    ids=["seed", "group_size", "generator", "without replacement", "chunks"],
 )
 def test_resume_then_set_epoch_continues_the_uninterrupted_sequence(
     stop_after: int, update: bool, options: dict[str, Any]
@@ -104,7 +110,9 @@ def test_resume_then_set_epoch_continues_the_uninterrupted_sequence(
 
 def test_two_shards_each_resume_their_own_part() -> None:
     def build(rank: int) -> InverseDensitySampler:
-        return InverseDensitySampler(_weights(0), seed=1, num_replicas=2, rank=rank, group_size=2)
+        return InverseDensitySampler(
+            _weights(0), seed=1, num_replicas=2, rank=rank, group_size=2, chunk_size=12
+        )
 
     plan = {"stop_epoch": 0, "stop_after": 31, "epochs": 2, "update": _weights(2)}
     for rank in (0, 1):
@@ -149,3 +157,49 @@ def test_set_epoch_still_restarts_an_epoch_that_was_not_restored() -> None:
     resumed.set_epoch(2)
     sampler.set_epoch(2)
     assert list(resumed) == list(sampler)
+
+
+def test_with_chunks_new_weights_apply_from_the_next_chunk() -> None:
+    first, second = torch.zeros(N), torch.zeros(N)
+    first[0], second[1] = 1.0, 1.0
+    sampler = InverseDensitySampler(first, num_samples=24, chunk_size=8, seed=0)
+    iterator = iter(sampler)
+    head = list(islice(iterator, 3))
+    sampler.update_weights(second)
+    assert head + list(iterator) == [0] * 8 + [1] * 16
+    # Every rank that updates between the same indices draws the same chunks; each chunk is
+    # seeded by (epoch seed, chunk), not by what came before it.
+    again = InverseDensitySampler(_weights(0), num_samples=24, chunk_size=8, seed=0)
+    plain = InverseDensitySampler(_weights(0), num_samples=24, chunk_size=8, seed=0)
+    mixed = list(islice(iter(again), 8))
+    again.update_weights(_weights(1))
+    again.update_weights(_weights(0))  # back to the same weights: the same chunks
+    assert mixed + list(islice(iter(again), 16)) == list(plain)
+
+
+def test_a_replayed_chunked_epoch_draws_each_chunk_from_its_own_weights() -> None:
+    def build() -> InverseDensitySampler:
+        return InverseDensitySampler(_weights(0), num_samples=40, chunk_size=10, seed=4)
+
+    sampler = build()
+    sampler.set_epoch(2)
+    drawn: list[int] = []
+    iterator = iter(sampler)
+    for chunk in range(4):
+        drawn += list(islice(iterator, 10))
+        sampler.update_weights(_weights(chunk + 1))  # as a trainer re-weights per chunk
+    state = sampler.state_dict(consumed=0)
+    resumed = build()
+    resumed.load_state_dict(_through_a_file(state))
+    resumed.set_epoch(2)
+    assert list(resumed) == drawn
+
+
+def test_chunk_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="chunk_size needs replacement=True"):
+        InverseDensitySampler(_weights(0), num_samples=10, replacement=False, chunk_size=5)
+    with pytest.raises(ValueError, match="multiple of num_replicas"):
+        InverseDensitySampler(_weights(0), chunk_size=5, num_replicas=2, rank=0)
+    state = InverseDensitySampler(_weights(0), chunk_size=4).state_dict()
+    with pytest.raises(ValueError, match="chunk_size=4, but this sampler has chunk_size=None"):
+        InverseDensitySampler(_weights(0)).load_state_dict(state)

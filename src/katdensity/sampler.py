@@ -23,6 +23,9 @@ __all__ = ["DistributedMode", "InverseDensitySampler"]
 DistributedMode = Literal["shard", "replicate"]
 
 _STATE_VERSION = 3
+# Chunk c of an epoch seeded s is drawn with seed (s * stride + c) mod 2^63.
+_CHUNK_SEED_STRIDE = 1_000_003
+_SEED_MODULUS = 2**63
 _SEED_BOUND = 2**62  # epoch seeds drawn from a user's generator stay below this
 
 
@@ -72,6 +75,13 @@ class InverseDensitySampler(Sampler[int]):
         rank: this process's rank; default the `torch.distributed` rank, else 0.
         distributed: `"shard"` or `"replicate"`, see above.
         group_size: times each drawn index is yielded in a row (GRPO's generations per prompt).
+        chunk_size: draw the epoch in chunks of this many indices (across all ranks, before
+            `group_size`), each from the weights current when its first index is drawn and
+            seeded by `(epoch seed, chunk)`: weights given to `update_weights` apply from the
+            next chunk instead of the next epoch, for weights that learn online (see
+            [`LearnabilityWeighting`][katdensity.LearnabilityWeighting]). With replacement
+            only; with `distributed="shard"` a multiple of the number of ranks. Default: one
+            chunk, the whole epoch.
 
     Example:
         >>> import torch
@@ -93,6 +103,7 @@ class InverseDensitySampler(Sampler[int]):
         rank: int | None = None,
         distributed: DistributedMode = "shard",
         group_size: int = 1,
+        chunk_size: int | None = None,
     ) -> None:
         # Checked in WeightedRandomSampler's order, so the same bad input gets the same error.
         if num_samples is not None:
@@ -123,6 +134,21 @@ class InverseDensitySampler(Sampler[int]):
             "distributed", distributed, ("shard", "replicate")
         )
         self.group_size = check_int("group_size", group_size, low=1)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, low=1)
+        if self.chunk_size is not None and not self.replacement:
+            raise InvalidInputError(
+                "chunk_size needs replacement=True: chunks drawn without replacement from "
+                "changing weights could repeat an earlier chunk's items"
+            )
+        if (
+            self.chunk_size is not None
+            and self.distributed == "shard"
+            and self.chunk_size % self.num_replicas
+        ):
+            raise InvalidInputError(
+                f"chunk_size should be a multiple of num_replicas ({self.num_replicas}) so each "
+                f"rank takes an equal part of every chunk, but got chunk_size={self.chunk_size}"
+            )
         self._check_enough_items(self._probabilities)
         self.density: DensityResult | None = None
         self._epoch = 0
@@ -131,7 +157,8 @@ class InverseDensitySampler(Sampler[int]):
         # The epoch's draw is fixed (seed and weights) from its first index to its last.
         self._in_progress = False
         self._drawn_epoch = 0
-        self._epoch_probabilities = self._probabilities
+        # The weights of each chunk of the epoch drawn so far (one chunk without chunk_size).
+        self._chunk_weights: list[torch.Tensor] = []
         self._epoch_seed = self.seed
         # Set by load_state_dict until the next iteration: set_epoch(same epoch) keeps it.
         self._restored = False
@@ -257,10 +284,11 @@ class InverseDensitySampler(Sampler[int]):
         self._restored = False
 
     def update_weights(self, weights: torch.Tensor | np.ndarray) -> None:
-        """Replace the weights (same length `N`); the next epoch draws from them.
+        """Replace the weights (same length `N`); the next epoch (with `chunk_size`, the
+        next chunk) draws from them.
 
-        The epoch in progress finishes with the draw it started with, so every rank keeps
-        the same sequence whenever it calls this.
+        The epoch (chunk) in progress finishes with the draw it started with, so every rank
+        keeps the same sequence as long as every rank calls this between the same indices.
         """
         probabilities = as_probabilities(weights)
         if probabilities.shape != self._probabilities.shape:
@@ -276,13 +304,26 @@ class InverseDensitySampler(Sampler[int]):
             return self.seed + self._epoch
         return int(torch.randint(_SEED_BOUND, (), generator=self.generator))
 
-    def _global_draw(self, probabilities: torch.Tensor) -> torch.Tensor:
+    def _total_draws(self) -> int:
+        """Indices drawn per epoch across all ranks, before `group_size`."""
+        return self._draws_per_rank() * (
+            1 if self.distributed == "replicate" else self.num_replicas
+        )
+
+    def _chunk_length(self) -> int:
+        """Indices this rank yields per chunk, after `group_size`."""
+        if self.chunk_size is None:
+            return len(self)
+        per_rank = self.chunk_size // (1 if self.distributed == "replicate" else self.num_replicas)
+        return per_rank * self.group_size
+
+    def _global_draw(self, chunk: int, probabilities: torch.Tensor) -> torch.Tensor:
+        total = self._total_draws()
+        if self.chunk_size is not None:
+            count = min(self.chunk_size, total - chunk * self.chunk_size)
+            seed = (self._epoch_seed * _CHUNK_SEED_STRIDE + chunk) % _SEED_MODULUS
+            return draw_with_replacement(probabilities, count, torch.Generator().manual_seed(seed))
         generator = torch.Generator().manual_seed(self._epoch_seed)
-        per_rank = self._draws_per_rank()
-        if self.distributed == "replicate":
-            total = self.num_samples
-        else:
-            total = per_rank * self.num_replicas
         if self.replacement:
             return draw_with_replacement(probabilities, total, generator)
         draws = draw_without_replacement(probabilities, self.num_samples, generator)
@@ -290,25 +331,30 @@ class InverseDensitySampler(Sampler[int]):
         padding = total - self.num_samples
         return torch.cat([draws, draws[:padding]]) if padding else draws
 
-    def _epoch_indices(self, probabilities: torch.Tensor) -> torch.Tensor:
-        draws = self._global_draw(probabilities)
+    def _chunk_indices(self, chunk: int) -> torch.Tensor:
+        # A chunk's weights are fixed when its first index is drawn.
+        while len(self._chunk_weights) <= chunk:
+            self._chunk_weights.append(self._probabilities)
+        draws = self._global_draw(chunk, self._chunk_weights[chunk])
         if self.distributed == "shard":
             draws = draws[self.rank :: self.num_replicas]
         return draws.repeat_interleave(self.group_size)
 
     def __iter__(self) -> Iterator[int]:
         if not self._in_progress:
-            self._epoch_probabilities = self._probabilities
+            self._chunk_weights = []
             self._epoch_seed = self._next_epoch_seed()
             self._drawn_epoch = self._epoch
             self._in_progress = True
             self._position = 0
         self._restored = False
-        indices = self._epoch_indices(self._epoch_probabilities).tolist()
-        start = self._position
-        for position in range(start, len(indices)):
-            self._position = position + 1
-            yield indices[position]
+        length, per_chunk = len(self), self._chunk_length()
+        while self._position < length:
+            chunk = self._position // per_chunk
+            indices = self._chunk_indices(chunk).tolist()
+            for offset in range(self._position - chunk * per_chunk, len(indices)):
+                self._position = chunk * per_chunk + offset + 1
+                yield indices[offset]
         self._position = 0
         self._in_progress = False
         if not self._epoch_was_set:
@@ -318,8 +364,9 @@ class InverseDensitySampler(Sampler[int]):
         """Everything needed to continue exactly where this rank's iteration stands.
 
         Holds the epoch, its seed, the number of indices already yielded in it, the weights
-        the epoch draws from (so a resume is exact even after `update_weights`), the weights
-        of the epochs after it, and the state of `generator`, if one was given.
+        of each chunk of the epoch drawn so far (so a resume is exact even after
+        `update_weights`), the weights of what comes next, and the state of `generator`, if
+        one was given.
 
         Args:
             consumed: the indices of the current epoch (the one in progress, else the last
@@ -345,7 +392,8 @@ class InverseDensitySampler(Sampler[int]):
             "epoch_seed": self._epoch_seed,
             "generator_state": None if self.generator is None else self.generator.get_state(),
             "num_samples": self.num_samples,
-            "epoch_weights": self._epoch_probabilities.clone(),
+            "chunk_size": self.chunk_size,
+            "chunk_weights": [weights.clone() for weights in self._chunk_weights],
             "weights": self._probabilities.clone(),
         }
 
@@ -360,21 +408,33 @@ class InverseDensitySampler(Sampler[int]):
                 f"state should come from InverseDensitySampler.state_dict() (version 1 to "
                 f"{_STATE_VERSION}), but got version={state.get('version')!r}"
             )
-        for key, expected in (("seed", self.seed), ("num_samples", self.num_samples)):
-            if state[key] != expected:
+        for key, expected in (
+            ("seed", self.seed),
+            ("num_samples", self.num_samples),
+            ("chunk_size", self.chunk_size),
+        ):
+            if state.get(key) != expected:
                 raise InvalidInputError(
                     f"state was saved with {key}={state[key]}, but this sampler has "
                     f"{key}={expected}; build the sampler with the same arguments"
                 )
         weights = as_probabilities(state["weights"], name="state['weights']")
-        epoch_weights = as_probabilities(state["epoch_weights"], name="state['epoch_weights']")
-        if weights.shape != self._probabilities.shape:
-            raise InvalidInputError(
-                f"state holds weights for {weights.shape[0]} items, but this sampler has "
-                f"{self._probabilities.shape[0]}"
-            )
+        # Before version 3 the epoch was one chunk, its weights "epoch_weights".
+        saved = state["chunk_weights"] if "chunk_weights" in state else [state["epoch_weights"]]
+        if not isinstance(saved, list):
+            raise InvalidInputError("state['chunk_weights'] should be a list of weight vectors")
+        chunk_weights = [
+            as_probabilities(chunk, name=f"state['chunk_weights'][{index}]")
+            for index, chunk in enumerate(saved)
+        ]
+        for found in (weights, *chunk_weights):
+            if found.shape != self._probabilities.shape:
+                raise InvalidInputError(
+                    f"state holds weights for {found.shape[0]} items, but this sampler has "
+                    f"{self._probabilities.shape[0]}"
+                )
         self._probabilities = weights
-        self._epoch_probabilities = epoch_weights
+        self._chunk_weights = chunk_weights
         self._epoch = check_int("state['epoch']", state["epoch"])
         # Version 1 states predate generators: their epochs were seeded seed + epoch.
         self._epoch_seed = check_int(
