@@ -281,3 +281,46 @@ def test_weights_refuses_data_with_a_repeated_id_and_writes_nothing(
     assert not out.exists()
     assert main(["embed", "--data", str(data), "--out", str(tmp_path / "e2.pt")]) == 2
     assert "id 'p7' is in rows 7 and 30" in capsys.readouterr().err
+
+
+def test_weights_with_rewards_weighs_by_density_times_learnability(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from katdensity import (
+        ExactKNNDensity,
+        InverseDensityWeighting,
+        LearnabilityTracker,
+        LearnabilityWeighting,
+    )
+    from katdensity.io import save_embeddings
+
+    points = torch.randn(80, 6, generator=torch.Generator().manual_seed(3))
+    ids = [f"p{i}" for i in range(80)]
+    save_embeddings(tmp_path / "e.pt", ids, points)
+    lines = [{"id": "p1", "reward": 1.0}] * 8 + [{"id": "p2", "reward": r} for r in [0, 1] * 4]
+    rewards = tmp_path / "rewards.jsonl"
+    rewards.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "w.pt"
+    argv = ["weights", "--emb", str(tmp_path / "e.pt"), "--out", str(out), "--estimator", "exact"]
+    assert main(["--quiet", *argv, "--rewards", str(rewards)]) == 0
+    shown = capsys.readouterr().out
+    assert "prompts with rewards       2 of 80 distinct" in shown
+    assert "learnable 0.50, solved (>0.8) 0.50" in shown
+    assert "zero-variance groups of 8  expected" in shown
+    record = torch.load(out, weights_only=True)
+    result = ExactKNNDensity(k=10).estimate(points)
+    tracker = LearnabilityTracker(80, density=result)
+    tracker.update([1] * 8 + [2] * 8, [1.0] * 8 + [0.0, 1.0] * 4)
+    expected = LearnabilityWeighting(tracker, density=InverseDensityWeighting())(result)
+    torch.testing.assert_close(record["weights"], expected, rtol=0, atol=1e-15)
+    assert record["settings"]["rewards"] == str(rewards)
+    assert record["weights"][2] > record["weights"][1]
+
+    rewards.write_text(json.dumps({"id": "p1", "reward": 3.0}) + "\n")
+    assert main(["--quiet", *argv, "--rewards", str(rewards)]) == 2
+    assert "reward_range [0.0, 1.0]" in capsys.readouterr().err
+    assert main(["--quiet", *argv, "--rewards", str(rewards), "--reward-range", "0", "5"]) == 0
+    rewards.write_text(json.dumps({"id": "q9", "reward": 1.0}) + "\n")
+    out.unlink()
+    assert main(["--quiet", *argv, "--rewards", str(rewards)]) == 2
+    assert "id 'q9' is not there" in capsys.readouterr().err and not out.exists()

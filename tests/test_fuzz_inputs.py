@@ -185,6 +185,19 @@ def good_variants(draw: st.DrawFn) -> bytes:
 
 jsonl_files = st.one_of(st.binary(max_size=300), json_lines(), damaged(GOOD_JSONL), good_variants())
 
+# Rewards of the good prompts (`katdensity weights --rewards`), and any reward at all.
+GOOD_REWARDS = "".join(
+    json.dumps({"id": record["id"], "reward": i % 2}) + "\n"
+    for i, record in enumerate(GOOD_PROMPTS)
+).encode()
+reward_lines = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.sampled_from([r["id"] for r in GOOD_PROMPTS]), "reward": json_values}
+    ).map(json.dumps),
+    max_size=6,
+).map(lambda lines: "".join(line + "\n" for line in lines).encode())
+reward_files = st.one_of(st.binary(max_size=200), damaged(GOOD_REWARDS), reward_lines)
+
 
 def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     buffer = io.BytesIO()
@@ -662,6 +675,10 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
         ],
         "parquet",
     ),
+    "weights --rewards": (
+        [*("weights", "--emb", "{emb}", "--rewards", "{F}", "--out", "{O}/w.pt", "--k", "2")],
+        "rewards",
+    ),
 }
 EXAMPLES = {"viz --emb": 40, "viz --data": 40, "weights --write-column": 60}
 
@@ -717,6 +734,8 @@ def strategy_for(kind: str) -> st.SearchStrategy[Any]:
         return pt_files(("ids", "weights")).map(lambda pt: (".pt", pt, None))
     if kind == "parquet":
         return parquet_files.map(lambda data: (".parquet", data, None))
+    if kind == "rewards":
+        return reward_files.map(lambda data: (".jsonl", data, None))
     return embeddings_files
 
 

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -67,6 +68,7 @@ __all__ = [
     "prompt_id",
     "prompt_text",
     "read_prompts",
+    "read_rewards",
     "save_embeddings",
 ]
 
@@ -78,6 +80,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _EMBEDDINGS_WRITER = "`katdensity embed` or katdensity.io.save_embeddings"
 _ID_RULE = "should be a string (one non-empty line) or an integer"
+_REWARD_LINE = '{"id": ..., "reward": ...}, one per completion'
 T = TypeVar("T")
 
 
@@ -151,18 +154,73 @@ def read_prompts(
         return _table_prompts(_tables.saved_dataset_rows(Path(path), field), dedupe)
     if Path(path).suffix.lower() == ".parquet":
         return _table_prompts(_tables.parquet_rows(_existing(path, "parquet file"), field), dedupe)
-    source = _existing(path, "JSONL file")
     collected = _Collected(dedupe)
+    for where, record in _jsonl_records(_existing(path, "JSONL file"), "prompt files"):
+        text = _prompt_text(record, field, where)
+        if text is None:
+            wanted = f"a {field!r} field" if field else "'prompt', 'prefix.messages' or 'chosen'"
+            raise InvalidInputError(f"{where}: no prompt found; expected {wanted}")
+        collected.add(text, record.get("id"), record, where)
+    return collected.prompts
+
+
+def read_rewards(path: str | os.PathLike[str]) -> tuple[list[str], torch.Tensor]:
+    """Read the rewards of an earlier run: JSONL, one `{"id": ..., "reward": ...}` object per
+    completion (a prompt's G completions are G lines with its id).
+
+    Args:
+        path: the JSONL file (UTF-8); other keys in a line are ignored.
+
+    Returns:
+        `(ids, rewards)`: the prompt id of each completion, and `(B,)` float64 rewards.
+
+    Raises:
+        InvalidInputError: a missing file, a line that is not a JSON object, an `id` that is
+            not a one-line string or an integer, a `reward` that is not a finite number, or
+            no line at all; the message names the file and line.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from katdensity.io import read_rewards
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "rewards.jsonl"
+        >>> _ = path.write_text('{"id": "a", "reward": 1}\\n{"id": "a", "reward": 0.5}\\n')
+        >>> read_rewards(path)
+        (['a', 'a'], tensor([1.0000, 0.5000], dtype=torch.float64))
+    """
+    source = _existing(path, "JSONL file")
+    ids, rewards = [], []
+    for where, record in _jsonl_records(source, "reward files"):
+        identifier = _valid_id(record.get("id"))
+        if identifier is None:
+            raise InvalidInputError(f"{where}: 'id' {_ID_RULE}, but is {_shown(record.get('id'))}")
+        reward = record.get("reward")
+        if (
+            isinstance(reward, bool)
+            or not isinstance(reward, (int, float))
+            or not math.isfinite(reward)
+        ):
+            raise InvalidInputError(
+                f"{where}: 'reward' should be a finite number, but is {_shown(reward)}"
+            )
+        ids.append(identifier)
+        rewards.append(float(reward))
+    if not ids:
+        raise InvalidInputError(f"{source} holds no rewards; expected JSONL lines {_REWARD_LINE}")
+    return ids, torch.tensor(rewards, dtype=torch.float64)
+
+
+def _jsonl_records(source: Path, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`(where, object)` for each non-blank line of a JSONL file; anything else raises."""
     with source.open("rb") as lines:
         # Bytes, so that a bad byte or an endless line is reported with its line number.
         for number, raw in enumerate(iter(lambda: lines.readline(_MAX_LINE_BYTES + 1), b""), 1):
             where = f"{source}:{number}"
             if len(raw) > _MAX_LINE_BYTES:
                 raise InvalidInputError(
-                    f"{where}: the line is longer than {_MAX_LINE_BYTES >> 20} MiB; prompt files "
+                    f"{where}: the line is longer than {_MAX_LINE_BYTES >> 20} MiB; {kind} "
                     "should be JSONL, one JSON object per line"
                 )
-            line = _decode(raw, where, "prompt files should be UTF-8 JSONL")
+            line = _decode(raw, where, f"{kind} should be UTF-8 JSONL")
             if number == 1:
                 line = line.removeprefix("\ufeff")
             if not line.strip():
@@ -177,14 +235,7 @@ def read_prompts(
                     f"{where}: holds a lone surrogate escape (such as \\ud800), which is not "
                     "text; fix or drop it"
                 )
-            text = _prompt_text(record, field, where)
-            if text is None:
-                wanted = (
-                    f"a {field!r} field" if field else "'prompt', 'prefix.messages' or 'chosen'"
-                )
-                raise InvalidInputError(f"{where}: no prompt found; expected {wanted}")
-            collected.add(text, record.get("id"), record, where)
-    return collected.prompts
+            yield where, record
 
 
 class _Collected:

@@ -21,9 +21,10 @@ from katdensity._validate import as_probabilities, check_int
 from katdensity.density.modes import find_modes
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
+from katdensity.learnability import PASS_RATE_BANDS, LearnabilityTracker
 from katdensity.weights import WeightResult, effective_sample_size
 
-__all__ = ["Mode", "PromptWeight", "WeightReport", "weight_report"]
+__all__ = ["Mode", "PromptWeight", "WeightReport", "learnability_summary", "weight_report"]
 
 _SHOWN_CHARS = 70
 
@@ -275,3 +276,55 @@ def _ranked(
         )
         for p in order
     ]
+
+
+def learnability_summary(
+    tracker: LearnabilityTracker, weights: torch.Tensor | np.ndarray, *, group_size: int = 8
+) -> str:
+    """What the rewards say and what the weights make of it, as text.
+
+    The pass-rate bands of the distinct prompts that have rewards of their own
+    ([`PASS_RATE_BANDS`][katdensity.learnability.PASS_RATE_BANDS]: failed, learnable,
+    solved), and the share of groups of `group_size` completions expected to have no
+    reward variance (no gradient), under uniform draws and under `weights`.
+
+    Args:
+        tracker: the tracker fed with the rewards.
+        weights: `(N,)` sampling weights of the tracker's rows.
+        group_size: completions per prompt (GRPO's G).
+
+    Returns:
+        Three lines of text.
+
+    Raises:
+        InvalidInputError: weights not aligned with the tracker, or a bad `group_size`.
+    """
+    probabilities = as_probabilities(weights)
+    if probabilities.shape[0] != tracker.num_prompts:
+        raise InvalidInputError(
+            f"weights should have one entry per prompt of the tracker ({tracker.num_prompts}), "
+            f"but got {probabilities.shape[0]}"
+        )
+    group_size = check_int("group_size", group_size, low=1)
+    zero_variance = tracker.zero_variance_probability(group_size)
+    rates, seen = tracker.pass_rate(), tracker.evidence() > 0
+    low, high = PASS_RATE_BANDS
+    # One entry per distinct prompt: copies share their rates.
+    first = first_occurrence(tracker.labels, tracker.num_distinct)
+    rated = rates[first][seen[first]]
+    counted = max(int(rated.numel()), 1)
+    bands = [
+        float((rated < low).sum()) / counted,
+        float(((rated >= low) & (rated <= high)).sum()) / counted,
+        float((rated > high).sum()) / counted,
+    ]
+    return "\n".join(
+        [
+            f"prompts with rewards       {int(rated.numel())} of {tracker.num_distinct} distinct",
+            f"pass-rate bands            failed (<{low}) {bands[0]:.2f}, learnable "
+            f"{bands[1]:.2f}, solved (>{high}) {bands[2]:.2f}",
+            f"zero-variance groups of {group_size}  expected {float(zero_variance.mean()):.3f} "
+            f"under uniform draws, {float((probabilities * zero_variance).sum()):.3f} under "
+            "these weights",
+        ]
+    )

@@ -167,6 +167,26 @@ def _parser() -> argparse.ArgumentParser:
         help="leave near-duplicate families to the density (default: each weighs at most one "
         "median prompt)",
     )
+    weights.add_argument(
+        "--rewards",
+        metavar="FILE",
+        help='rewards of an earlier run, JSONL {"id", "reward"} per completion: weigh by '
+        "inverse density times learnability (LearnabilityWeighting)",
+    )
+    weights.add_argument(
+        "--reward-range",
+        nargs=2,
+        type=float,
+        default=(0.0, 1.0),
+        metavar=("LOW", "HIGH"),
+        help="range of --rewards' rewards (default 0 1)",
+    )
+    weights.add_argument(
+        "--group-size",
+        type=int,
+        default=8,
+        help="completions per prompt, for the expected zero-variance share (default %(default)s)",
+    )
     weights.set_defaults(run=commands.run_weights)
 
     sample = command(

@@ -16,11 +16,19 @@ from katdensity.density.result import DensityEstimator
 from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError
 from katdensity.ids import check_unique_ids, match_ids
-from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts, save_embeddings
+from katdensity.io import (
+    Prompt,
+    load_embeddings,
+    load_weights,
+    read_prompts,
+    read_rewards,
+    save_embeddings,
+)
+from katdensity.learnability import LearnabilityTracker, LearnabilityWeighting
 from katdensity.registry import get_embedder, get_estimator
-from katdensity.report import weight_report
+from katdensity.report import learnability_summary, weight_report
 from katdensity.subset import select_subset
-from katdensity.weights import weigh
+from katdensity.weights import InverseDensityWeighting, weigh
 
 __all__ = [
     "embedded_prompts",
@@ -121,17 +129,44 @@ def run_weights(args: argparse.Namespace) -> None:
     prompts = None if args.data is None else read_prompts(args.data, field=args.field)
     if prompts is not None:
         texts = [p.text for p in embedded_prompts(stored.ids, args.emb, prompts, args.data)]
+    rewards = None if args.rewards is None else _rewarded_rows(args, stored.ids)
     estimator = estimator_for(args.estimator, k=args.k, quiet=args.quiet, smoothing=args.smoothing)
-    weighted = weigh(
-        estimator.estimate(stored.embeddings),
-        beta=args.beta,
+    result = estimator.estimate(stored.embeddings)
+    density = InverseDensityWeighting(
+        args.beta,
         max_weight_ratio=args.max_weight_ratio,
         uniform_mix=args.uniform_mix,
         min_ess_ratio=args.min_ess,
         mode_cap=args.mode_cap,
     )
-    result, weights = weighted.density, weighted.probabilities
-    report = weight_report(weighted)
+    learned = ""
+    settings: dict[str, Any] = {}
+    if rewards is None:
+        weighted = density.weigh(result)
+        weights = weighted.probabilities
+    else:
+        tracker = LearnabilityTracker(
+            len(stored.ids), density=result, reward_range=tuple(args.reward_range)
+        )
+        tracker.update(*rewards)
+        learnability = LearnabilityWeighting(tracker, density=density)
+        weights = learnability(result)
+        weighted = learnability.base(result)
+        learned = learnability_summary(tracker, weights, group_size=args.group_size)
+        settings = {
+            "rewards": args.rewards,
+            "strength": learnability.strength,
+            "strength_used": learnability.strength_used_,
+            "explore": learnability.explore,
+        }
+    report = weight_report(
+        result,
+        weights,
+        beta=weighted.beta,
+        beta_used=weighted.beta_used,
+        min_ess_ratio=weighted.min_ess_ratio,
+        modes=weighted.modes,
+    )
     record = {
         "ids": stored.ids,
         "log_density": result.log_density,
@@ -145,6 +180,7 @@ def run_weights(args: argparse.Namespace) -> None:
             "smoothing": getattr(estimator, "smoothing", args.smoothing),
             "estimator": args.estimator,
             **weighted.settings(),
+            **settings,
         },
     }
     column = None
@@ -159,9 +195,29 @@ def run_weights(args: argparse.Namespace) -> None:
     print(f"prompts              {len(weights)} rows, {report.n_prompts} distinct")
     print(f"intrinsic dimension  {result.intrinsic_dim:.2f}")
     print(report.format(texts, stored.ids))
+    if learned:
+        print(learned)
     print(f"wrote weights to {args.out}")
     if column is not None:
         print(f"wrote {args.data} with a {_tables.WEIGHT_COLUMN} column to {args.write_column}")
+
+
+def _rewarded_rows(args: argparse.Namespace, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embeddings' row and the reward of each completion of `--rewards`, checked before
+    the search (ids, numbers and range), so a bad file fails fast."""
+    if args.group_size < 1:
+        raise InvalidInputError(f"--group-size should be at least 1, but got {args.group_size}")
+    reward_ids, rewards = read_rewards(args.rewards)
+    row_of = check_unique_ids(ids, source=args.emb)
+    missing = next((i for i in reward_ids if i not in row_of), None)
+    if missing is not None:
+        raise InvalidInputError(
+            f"--rewards {args.rewards} should name prompts of {args.emb}, but id {missing!r} is "
+            "not there; write the rewards with the ids the prompts were embedded with"
+        )
+    rows = torch.tensor([row_of[i] for i in reward_ids], dtype=torch.int64)
+    LearnabilityTracker(len(ids), reward_range=tuple(args.reward_range)).update(rows, rewards)
+    return rows, rewards
 
 
 def _check_column_target(data: str | None, target: str) -> None:

@@ -133,6 +133,11 @@ class LearnabilityTracker:
         self.updates = 0
 
     @property
+    def labels(self) -> torch.Tensor:
+        """`(N,)` int64: the distinct prompt of each row (copies share one posterior)."""
+        return self._labels
+
+    @property
     def num_distinct(self) -> int:
         """The number of distinct prompts `M` (copies counted once)."""
         return self._n_distinct
