@@ -70,10 +70,10 @@ class LearnabilityTracker:
         >>> from katdensity import LearnabilityTracker
         >>> tracker = LearnabilityTracker(3)
         >>> tracker.update([0, 0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1, 0, 1])
-        >>> [round(x, 3) for x in tracker.pass_rate().tolist()]
-        [0.833, 0.5, 0.5]
-        >>> [round(x, 3) for x in tracker.learnability().tolist()]
-        [0.119, 0.214, 0.167]
+        >>> tuple(round(x, 3) for x in tracker.pass_rate().tolist())
+        (0.833, 0.5, 0.5)
+        >>> tuple(round(x, 3) for x in tracker.learnability().tolist())
+        (0.119, 0.214, 0.167)
     """
 
     def __init__(
