@@ -310,7 +310,7 @@ def learnability_summary(
     rates, seen = tracker.pass_rate(), tracker.evidence() > 0
     low, high = PASS_RATE_BANDS
     # One entry per distinct prompt: copies share their rates.
-    first = first_occurrence(tracker.labels, tracker.num_distinct)
+    first = first_occurrence(tracker.distinct_index, tracker.num_distinct)
     rated = rates[first][seen[first]]
     counted = max(int(rated.numel()), 1)
     bands = [

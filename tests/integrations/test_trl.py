@@ -508,7 +508,7 @@ def test_resumed_run_trains_on_the_prompts_of_the_uninterrupted_one(
     state = torch.load(checkpoint / SAMPLER_STATE_NAME, weights_only=True)
     # Step 3 is mid-pass (passes are steps 1-2, 3-4, 5-6): that pass draws from the weights
     # of the refresh after step 2, the next from those after step 4.
-    assert int(state["sampler"]["epoch_weights"].argmax()) == 12
+    assert [int(w.argmax()) for w in state["sampler"]["chunk_weights"]] == [12]
     assert int(state["sampler"]["weights"].argmax()) == 13
     resumed = run(tmp_path / "resumed", resume=str(checkpoint))
     assert resumed.batches == whole.batches[3:]

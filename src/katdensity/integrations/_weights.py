@@ -1,5 +1,5 @@
-"""What the trainer integrations share: weights matched to a dataset, prompt texts, and one
-value on every rank. Nothing here imports a third-party trainer."""
+"""What the trainer integrations share: weights matched to a dataset, prompt texts, one value
+on every rank, and one step of learnability. Nothing here imports a third-party trainer."""
 
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ from katdensity._validate import as_probabilities
 from katdensity.errors import InvalidInputError
 from katdensity.ids import match_ids
 from katdensity.io import load_weights, prompt_text
+from katdensity.learnability import PASS_RATE_BANDS, LearnabilityTracker
 
-__all__ = ["from_rank_zero", "prompt_texts", "row_weights", "weights_for_ids"]
+__all__ = [
+    "copy_groups",
+    "from_rank_zero",
+    "learn_from_batch",
+    "prompt_texts",
+    "row_weights",
+    "weights_for_ids",
+]
 
 T = TypeVar("T")
 
@@ -95,3 +103,72 @@ def from_rank_zero(value: T) -> T:
     box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]  # type: ignore[no-any-return]
+
+
+def copy_groups(prompts: Sequence[Any]) -> torch.Tensor:
+    """`(N,)` int64 labels, equal for rows whose prompts are exact copies (any prompt type)."""
+    first: dict[str, int] = {}
+    return torch.tensor([first.setdefault(repr(prompt), len(first)) for prompt in prompts])
+
+
+def learn_from_batch(
+    tracker: LearnabilityTracker,
+    rows: torch.Tensor,
+    rewards: torch.Tensor,
+    *,
+    group_size: int,
+    distinct_rows: torch.Tensor,
+) -> dict[str, float]:
+    """Feed one generation batch, gathered from every rank, to `tracker`; say what it saw.
+
+    Args:
+        tracker: updated once, with every scorable completion of the batch.
+        rows: `(B,)` int64 dataset row of each completion, each prompt's `group_size`
+            completions in a row.
+        rewards: `(B,)` float rewards, NaN for a completion no reward function scored
+            (left out of the update).
+        group_size: completions per prompt (G).
+        distinct_rows: `(M,)` one row of each distinct prompt, for the pass-rate bands.
+
+    Returns:
+        Shares in `[0, 1]`: `zero_variance_predicted` (the tracker's chance, before the
+        update, that a group of G binary rewards is all equal, averaged over the batch's
+        groups), `zero_variance_observed` (the batch's groups whose rewards are all equal),
+        `prompts_seen` (distinct prompts with evidence of their own) and, among those,
+        `pass_rate_failed` / `pass_rate_learnable` / `pass_rate_solved` (pass rate below,
+        between and above [`PASS_RATE_BANDS`][katdensity.learnability.PASS_RATE_BANDS]).
+
+    Raises:
+        InvalidInputError: rewards outside the tracker's `reward_range`, naming the fix.
+    """
+    rewards = rewards.to(torch.float64)
+    predicted = tracker.zero_variance_probability(group_size)[rows[::group_size]].mean()
+    groups = rewards.view(-1, group_size)
+    scorable = ~torch.isnan(groups)
+    high = torch.where(scorable, groups, -torch.inf).amax(dim=1)
+    low = torch.where(scorable, groups, torch.inf).amin(dim=1)
+    flat = (scorable.sum(dim=1) < 2) | (high - low <= 1e-8)
+    keep = ~torch.isnan(rewards)
+    scored = rewards[keep]
+    bottom, top = tracker.reward_range
+    if scored.numel() and (float(scored.min()) < bottom or float(scored.max()) > top):
+        raise InvalidInputError(
+            f"the rewards (each completion's reward functions times reward_weights, summed) "
+            f"should lie in the tracker's reward_range [{bottom}, {top}], but range from "
+            f"{float(scored.min())} to {float(scored.max())}; pass "
+            "learnability=LearnabilityTracker(len(train_dataset), reward_range=(low, high))"
+        )
+    tracker.update(rows[keep], scored)
+    pass_rate = tracker.pass_rate()[distinct_rows]
+    seen = tracker.evidence()[distinct_rows] > 0
+    failed, solved = PASS_RATE_BANDS
+    seen_rates = pass_rate[seen]
+    count = max(int(seen.sum()), 1)
+    return {
+        "zero_variance_predicted": float(predicted),
+        "zero_variance_observed": float(flat.double().mean()),
+        "prompts_seen": float(seen.double().mean()),
+        "pass_rate_failed": int((seen_rates < failed).sum()) / count,
+        "pass_rate_learnable": int(((seen_rates >= failed) & (seen_rates <= solved)).sum()) / count,
+        "pass_rate_solved": int((seen_rates > solved).sum()) / count,
+    }

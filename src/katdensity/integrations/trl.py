@@ -18,7 +18,10 @@ structure over an [`InverseDensitySampler`][katdensity.InverseDensitySampler], s
 which prompts are drawn changes. Both trainers are TRL's own classes with one extra layer;
 everything else is TRL's.
 [`DensityRefreshCallback`][katdensity.integrations.trl.DensityRefreshCallback] recomputes
-the weights from the current policy during training.
+the weights from the current policy during training. With `learnability=`, the trainers
+also learn each prompt's pass rate from the rewards of every generation batch (a
+[`LearnabilityTracker`][katdensity.LearnabilityTracker]) and draw each next chunk of prompts
+by rarity times learnability ([`LearnabilityWeighting`][katdensity.LearnabilityWeighting]).
 
 Importing this module without TRL raises
 [`MissingDependencyError`][katdensity.MissingDependencyError].
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -37,20 +40,26 @@ import torch
 from torch.utils.data import Sampler
 
 from katdensity._atomic import atomic_path
+from katdensity._distributed import process_group
+from katdensity._groups import first_occurrence
 from katdensity._optional import require
 from katdensity._validate import check_int
-from katdensity.density.result import DensityEstimator
+from katdensity.density.result import DensityEstimator, DensityResult
 from katdensity.embedders.base import Embedder
 from katdensity.errors import InvalidInputError
+from katdensity.integrations._repeat_sampler import DensityRepeatSampler
 from katdensity.integrations._weights import (
+    copy_groups,
     from_rank_zero,
+    learn_from_batch,
     prompt_texts,
     row_weights,
     weights_for_ids,
 )
 from katdensity.io import read_torch_file
+from katdensity.learnability import LearnabilityTracker, LearnabilityWeighting
 from katdensity.sampler import InverseDensitySampler
-from katdensity.weights import Weighting, effective_sample_size
+from katdensity.weights import InverseDensityWeighting, Weighting, effective_sample_size
 
 # The trainers load transformers' Trainer with them, so once they import, so does the rest.
 require("trl.trainer.grpo_trainer", extra="trl", purpose="katdensity.integrations.trl")
@@ -62,6 +71,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
 from trl.trainer.rloo_trainer import RLOOTrainer  # noqa: E402
 
 __all__ = [
+    "ROW_COLUMN",
     "SAMPLER_STATE_NAME",
     "DensityGRPOTrainer",
     "DensityRLOOTrainer",
@@ -75,109 +85,15 @@ logger = logging.getLogger(__name__)
 SAMPLER_STATE_NAME = "katdensity_sampler.pt"
 """The file each checkpoint folder gets with the sampler's state (written by rank 0)."""
 
+ROW_COLUMN = "katdensity_row"
+"""The column added to the train dataset with `learnability=`: each row's number, so every
+completion's reward reaches the tracker with its dataset row. It is taken out of each batch
+before TRL sees it: reward functions and environments never get it."""
+
 DensityWeights: TypeAlias = (
     Literal["policy"] | str | os.PathLike[str] | torch.Tensor | np.ndarray | Sequence[float]
 )
 """`"policy"`, a weights file path, or one weight per dataset row."""
-
-_STATE_VERSION = 2
-
-
-class DensityRepeatSampler(Sampler[int]):
-    """TRL's `RepeatSampler` structure over an `InverseDensitySampler`.
-
-    Each pass takes the sampler's draw (`num_samples` prompts, each `group_size` times in a
-    row), cuts it into chunks of `batch_size` prompts, drops an incomplete last chunk, and
-    yields each chunk `repeat_count` times in a row: what `RepeatSampler(...,
-    mini_repeat_count=G, batch_size, repeat_count)` yields from a permutation.
-
-    Args:
-        sampler: built with `group_size=G` (TRL's `mini_repeat_count`) and
-            `distributed="replicate"`, so every rank sees the same order.
-        batch_size: distinct prompts per generation batch (`generation_batch_size / G`).
-        repeat_count: times each chunk of `batch_size` prompts is yielded in a row
-            (`num_iterations * steps_per_generation`).
-
-    Raises:
-        InvalidInputError: a sampler that shards, or sizes that are not positive integers.
-    """
-
-    # NOTE [ no `generator` attribute ]: accelerate gives a sampler that has a `generator`
-    # attribute set to None a randomly seeded one, and synchronises it across ranks. The
-    # draw here is seeded by `seed + epoch` alone, so the class must not grow one.
-
-    def __init__(self, sampler: InverseDensitySampler, batch_size: int, repeat_count: int):
-        if sampler.distributed != "replicate":
-            raise InvalidInputError(
-                f"sampler should use distributed='replicate' (TRL splits batches across "
-                f"ranks itself), but got distributed={sampler.distributed!r}"
-            )
-        self.sampler = sampler
-        self.batch_size = check_int("batch_size", batch_size, low=1)
-        self.repeat_count = check_int("repeat_count", repeat_count, low=1)
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(self.sampler)
-        chunk = self.batch_size * self.sampler.group_size
-        for start in range(0, len(indices) - chunk + 1, chunk):
-            for _ in range(self.repeat_count):
-                yield from indices[start : start + chunk]
-
-    def __len__(self) -> int:
-        chunks = self.sampler.num_samples // self.batch_size
-        return chunks * self.batch_size * self.sampler.group_size * self.repeat_count
-
-    def set_epoch(self, epoch: int) -> None:
-        """Passed on, so every pass draws afresh and reproducibly (`seed + epoch`)."""
-        self.sampler.set_epoch(epoch)
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """The sampler's current `(N,)` float64 probabilities (those of the next pass)."""
-        return self.sampler.weights
-
-    def update_weights(self, weights: torch.Tensor | np.ndarray) -> None:
-        """The sampler's `update_weights`: the next pass draws from `weights` `(N,)`."""
-        self.sampler.update_weights(weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The pass in progress and the weights of this pass and the next.
-
-        The trainer replays the pass itself on resume (`set_epoch`, then skipping the
-        batches already trained), so the sampler's state is taken with nothing of the pass
-        consumed: its epoch, seed and weights, and the weights of the passes after it.
-        """
-        return {
-            "version": _STATE_VERSION,
-            "batch_size": self.batch_size,
-            "repeat_count": self.repeat_count,
-            "sampler": self.sampler.state_dict(consumed=0),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`: the interrupted pass is drawn again from its own weights.
-
-        Raises:
-            InvalidInputError: a state from another version, structure, size or seed.
-        """
-        if state.get("version") not in (1, _STATE_VERSION):
-            raise InvalidInputError(
-                f"state should come from DensityRepeatSampler.state_dict() (version 1 to "
-                f"{_STATE_VERSION}), but got version={state.get('version')!r}"
-            )
-        for key, expected in (("batch_size", self.batch_size), ("repeat_count", self.repeat_count)):
-            if state[key] != expected:
-                raise InvalidInputError(
-                    f"state was saved with {key}={state[key]}, but this sampler has "
-                    f"{key}={expected}; resume with the same TRL batch settings"
-                )
-        inner = state["sampler"]
-        if state["version"] == 1:
-            # Version 1 saved the sampler after its pass was drawn whole: replay that pass
-            # (its epoch was set by the trainer) from its start.
-            inner = {**inner, "position": 0, "in_progress": bool(inner["epoch_was_set"])}
-        self.sampler.load_state_dict(inner)
-
 
 if TYPE_CHECKING:
     _TrainerBase = Trainer
@@ -190,7 +106,8 @@ class _DensitySampling(_TrainerBase):
 
     They share `_get_train_sampler`'s contract in TRL 1.16: `num_generations`,
     `num_iterations`, `shuffle_dataset` and `args.generation_batch_size` /
-    `steps_per_generation` / `seed` mean the same in both.
+    `steps_per_generation` / `seed` mean the same in both, and so do `_calculate_rewards`
+    (each completion's reward per function, gathered from every rank) and `reward_weights`.
     """
 
     def __init__(
@@ -202,6 +119,7 @@ class _DensitySampling(_TrainerBase):
         density_embedder: Embedder | None = None,
         density_estimator: DensityEstimator | None = None,
         density_weighting: Weighting | None = None,
+        learnability: bool | LearnabilityTracker = False,
         **kwargs: Any,
     ) -> None:
         # Checked before TRL loads anything, so a bad option fails fast.
@@ -218,12 +136,19 @@ class _DensitySampling(_TrainerBase):
                 raise InvalidInputError(
                     f"{name} should implement {protocol.__name__}, but got {type(value).__name__}"
                 )
+        if not isinstance(learnability, (bool, LearnabilityTracker)):
+            raise InvalidInputError(
+                "learnability should be True, False or a LearnabilityTracker, but got "
+                f"{type(learnability).__name__}"
+            )
         self.id_column = id_column
         self.density_num_samples = density_num_samples
         self.density_embedder = density_embedder
         self.density_estimator = density_estimator
         self.density_weighting = density_weighting
         self.density_sampler: DensityRepeatSampler | None = None
+        self.density_result: DensityResult | None = None
+        self.learnability_tracker: LearnabilityTracker | None = None
         super().__init__(*args, **kwargs)
         trl_trainer: Any = self  # for the attributes TRL's trainers set
         # TRL accepts a Dataset or an IterableDataset, which has no length and no sampler.
@@ -239,6 +164,10 @@ class _DensitySampling(_TrainerBase):
                 "but got shuffle_dataset=False, which asks for the dataset order"
             )
         self.density_weights: torch.Tensor = self._initial_weights(density_weights)
+        self._density_base = self.density_weights  # what learnability multiplies
+        if learnability is not False:
+            self._start_learnability(learnability)
+        self._batch_rows: list[int] | None = None
         for callback in self.callback_handler.callbacks:
             _bind(callback, self)
 
@@ -280,8 +209,8 @@ class _DensitySampling(_TrainerBase):
         ([`embed_distributed`][katdensity.embed_distributed]); the density comes from
         `density_estimator` (default [`ExactKNNDensity`][katdensity.ExactKNNDensity]`()`,
         whose search the ranks share) and the weights from `density_weighting` (default
-        [`InverseDensityWeighting`][katdensity.InverseDensityWeighting]`()`). Every rank
-        must call it; all return rank 0's result.
+        [`InverseDensityWeighting`][katdensity.InverseDensityWeighting]`()`). The density
+        is kept in `density_result`. Every rank must call it; all return rank 0's result.
 
         Returns:
             `(N,)` float64 probabilities, row `i` for dataset row `i`.
@@ -289,7 +218,6 @@ class _DensitySampling(_TrainerBase):
         from katdensity.density.exact import ExactKNNDensity
         from katdensity.embedders.distributed import embed_distributed
         from katdensity.embedders.hidden_state import HiddenStateEmbedder
-        from katdensity.weights import InverseDensityWeighting
 
         dataset: Any = self.train_dataset  # a datasets.Dataset, checked in __init__
         texts = prompt_texts(dataset["prompt"])
@@ -304,6 +232,7 @@ class _DensitySampling(_TrainerBase):
         result = (self.density_estimator or ExactKNNDensity()).estimate(
             embed_distributed(embedder, texts)
         )
+        self.density_result = result
         weights = from_rank_zero((self.density_weighting or InverseDensityWeighting())(result))
         groups = result.distinct_index
         logger.info(
@@ -312,6 +241,128 @@ class _DensitySampling(_TrainerBase):
             int(groups.max()) + 1,
         )
         return weights
+
+    # NOTE [ learnability ]: each completion's dataset row travels with it as ROW_COLUMN,
+    # taken out of the batch before TRL sees it. TRL's `_calculate_rewards` returns every
+    # completion's rewards gathered from all ranks in rank order, before any group is
+    # normalised or filtered; the rows are gathered in the same order, so every rank feeds
+    # its tracker the same batch, zero-variance groups included. Rank 0's new weights go
+    # to every rank's sampler, which draws each chunk from the weights current when the
+    # data loader reads the chunk's first prompt: accelerate's sharded batch sampler makes
+    # every rank read a global batch whole before any rank yields it, so every rank reads
+    # each chunk between the same two updates; `_learn` checks it.
+
+    def _start_learnability(self, learnability: bool | LearnabilityTracker) -> None:
+        dataset: Any = self.train_dataset
+        rows = len(dataset)
+        if isinstance(learnability, LearnabilityTracker):
+            if learnability.num_prompts != rows:
+                raise InvalidInputError(
+                    f"learnability should track the {rows} rows of train_dataset, but the "
+                    f"tracker has num_prompts={learnability.num_prompts}"
+                )
+            tracker = learnability
+        elif self.density_result is not None:
+            tracker = LearnabilityTracker(rows, density=self.density_result)
+        else:
+            tracker = LearnabilityTracker(rows, groups=copy_groups(dataset["prompt"]))
+        if ROW_COLUMN in dataset.column_names:
+            raise InvalidInputError(
+                f"train_dataset should not have a column {ROW_COLUMN!r}: the trainer adds it "
+                f"with learnability=; remove it (dataset.remove_columns({ROW_COLUMN!r}))"
+            )
+        self.train_dataset = dataset.add_column(ROW_COLUMN, np.arange(rows, dtype=np.int64))
+        self.learnability_tracker = tracker
+        weighting = self.density_weighting
+        self._learnability_weighting = LearnabilityWeighting(
+            tracker, density=weighting if isinstance(weighting, InverseDensityWeighting) else None
+        )
+        self._distinct_rows = first_occurrence(tracker.distinct_index, tracker.num_distinct)
+
+    def _learned_weights(self) -> torch.Tensor:
+        """Density times learnability from the evidence so far: rank 0's, on every rank."""
+        weighting = self._learnability_weighting
+        if process_group()[1] != 0:
+            return from_rank_zero(torch.empty(0))
+        result = self.density_result
+        if result is not None and (
+            self.density_weighting is None
+            or isinstance(self.density_weighting, InverseDensityWeighting)
+        ):
+            weights = weighting(result)
+        else:
+            # Given weights come without modes or a floor of their own to keep.
+            weights = weighting.combine(self._density_base)
+        return from_rank_zero(weights)
+
+    def _refreshed_weights(self) -> torch.Tensor:
+        """New density weights from the policy, times learnability when it is on."""
+        weights = self.compute_density_weights()
+        if self.learnability_tracker is None:
+            return weights
+        self._density_base = weights
+        return self._learned_weights()
+
+    def _set_signature_columns_if_needed(self) -> None:
+        parent: Any = super()
+        parent._set_signature_columns_if_needed()
+        columns: list[str] | None = self._signature_columns
+        if self.learnability_tracker is not None and columns and ROW_COLUMN not in columns:
+            columns.append(ROW_COLUMN)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._batch_rows = None
+        if self.learnability_tracker is not None:
+            rows = [example.pop(ROW_COLUMN, None) for example in inputs]
+            trl_trainer: Any = self
+            if trl_trainer.model.training and None not in rows:
+                self._batch_rows = rows
+        parent: Any = super()
+        return parent._generate_and_score_completions(inputs)  # type: ignore[no-any-return]
+
+    def _calculate_rewards(
+        self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any
+    ) -> torch.Tensor:
+        parent: Any = super()
+        rewards_per_func: torch.Tensor = parent._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list
+        )
+        rows, self._batch_rows = self._batch_rows, None
+        if rows is not None:
+            device = rewards_per_func.device
+            gathered = self.accelerator.gather(torch.tensor(rows, device=device))
+            self._learn(gathered, rewards_per_func)
+        return rewards_per_func
+
+    def _learn(self, rows: torch.Tensor, rewards_per_func: torch.Tensor) -> None:
+        """One generation batch of every rank into the tracker, the sampler and the log."""
+        tracker, sampler = self.learnability_tracker, self.density_sampler
+        if tracker is None or sampler is None:  # a data loader not built by this trainer
+            return
+        trl_trainer: Any = self
+        # The reward TRL normalises: the functions times reward_weights, NaN if none scored.
+        reward_weights = trl_trainer.reward_weights.to(rewards_per_func.device)
+        rewards = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        metrics = learn_from_batch(
+            tracker,
+            rows.to("cpu", torch.int64),
+            rewards.to("cpu"),
+            group_size=trl_trainer.num_generations,
+            distinct_rows=self._distinct_rows,
+        )
+        weights = self._learned_weights()
+        read = from_rank_zero(sampler.chunks_read)
+        if read != sampler.chunks_read:
+            raise InvalidInputError(
+                f"every rank should have read the same chunks of prompts when the weights "
+                f"change, but rank 0 read {read} and this rank {sampler.chunks_read}; give "
+                "every rank the same data loader settings"
+            )
+        sampler.update_weights(weights)
+        metrics["distinct_ess"] = effective_sample_size(weights, tracker.distinct_index)
+        for name, value in metrics.items():
+            trl_trainer._metrics["train"][f"katdensity/{name}"].append(value)
 
     def _get_train_sampler(self, dataset: Any = None) -> Sampler[int]:
         dataset = self.train_dataset if dataset is None else dataset
@@ -330,12 +381,15 @@ class _DensitySampling(_TrainerBase):
                 f"density_num_samples should be at least the prompts of one generation "
                 f"batch ({batch_size}), but got density_num_samples={num_samples}"
             )
+        learning = self.learnability_tracker is not None
         sampler = InverseDensitySampler(
-            self.density_weights,
+            self._learned_weights() if learning else self.density_weights,
             num_samples=num_samples,
             seed=self.args.seed,
             distributed="replicate",
             group_size=generations,
+            # One chunk per generation batch, each from the weights current when it is read.
+            chunk_size=batch_size if learning else None,
         )
         self.density_sampler = DensityRepeatSampler(
             sampler,
@@ -345,16 +399,20 @@ class _DensitySampling(_TrainerBase):
         return self.density_sampler
 
     # NOTE [ checkpoints ]: the trainer replays the interrupted pass itself (set_epoch, then
-    # skip_first_batches), so a resume is exact as long as the pass draws from the weights
-    # it started with. Those (and any refreshed ones) go into each checkpoint beside the RNG
-    # state, and come back before the first batch: `_load_optimizer_and_scheduler` is the
-    # hook that runs after the data loader is built and before it is iterated.
+    # skip_first_batches), so a resume is exact as long as each chunk of the pass is drawn
+    # from the weights it was drawn from before. Those (and the learnability tracker) go
+    # into each checkpoint beside the RNG state, and come back before the first batch:
+    # `_load_optimizer_and_scheduler` is the hook that runs after the data loader is built
+    # and before it is iterated.
 
     def _save_rng_state(self, output_dir: str) -> None:
         super()._save_rng_state(output_dir)
         if self.density_sampler is not None and self.args.should_save:
+            state = self.density_sampler.state_dict()
+            tracker = self.learnability_tracker
+            state["learnability"] = None if tracker is None else tracker.state_dict()
             with atomic_path(os.path.join(output_dir, SAMPLER_STATE_NAME)) as temporary:
-                torch.save(self.density_sampler.state_dict(), temporary)
+                torch.save(state, temporary)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -377,6 +435,14 @@ class _DensitySampling(_TrainerBase):
             )
             return
         self.density_sampler.load_state_dict(state)
+        tracker, saved = self.learnability_tracker, state.get("learnability")
+        if tracker is not None and saved is not None:
+            tracker.load_state_dict(saved)
+        elif tracker is not None:
+            logger.warning(
+                "%s holds no learnability state: the tracker keeps the evidence it had",
+                path,
+            )
 
     def add_callback(self, callback: Any) -> None:
         super().add_callback(callback)
@@ -391,10 +457,10 @@ class DensityGRPOTrainer(_DensitySampling, GRPOTrainer):
     order keeps TRL's structure exactly (see the module docstring); each pass over the
     sampler draws `density_num_samples` prompts with replacement, seeded by
     `args.seed + epoch`, the same on every rank. Checkpoints hold the sampler's state
-    (`katdensity_sampler.pt`), so `train(resume_from_checkpoint=...)` continues with the
-    same prompts, even after
-    [`DensityRefreshCallback`][katdensity.integrations.trl.DensityRefreshCallback] changed
-    the weights.
+    (`katdensity_sampler.pt`), and the learnability tracker's, so
+    `train(resume_from_checkpoint=...)` continues with the same prompts, even after
+    [`DensityRefreshCallback`][katdensity.integrations.trl.DensityRefreshCallback] or
+    learnability changed the weights.
 
     Args:
         *args: `GRPOTrainer`'s positional arguments.
@@ -415,19 +481,42 @@ class DensityGRPOTrainer(_DensitySampling, GRPOTrainer):
             `ExactKNNDensity()`.
         density_weighting: any [`Weighting`][katdensity.Weighting]; default
             `InverseDensityWeighting()`.
+        learnability: `True` learns each prompt's pass rate from the rewards of every
+            generation batch and draws each next chunk of prompts (one generation batch)
+            by density times learnability: a
+            [`LearnabilityTracker`][katdensity.LearnabilityTracker] over the dataset's rows
+            (with `"policy"`, over its density, borrowing along the kNN graph; otherwise
+            exact copies of a prompt share one posterior), weighed by
+            [`LearnabilityWeighting`][katdensity.LearnabilityWeighting] (with
+            `density_weighting` when it is an `InverseDensityWeighting`); without a
+            density (a file, a tensor, another weighting) the weights given are multiplied
+            by `(4 * learnability) ** strength` and mixed with an `explore` share of
+            themselves. A `LearnabilityTracker` (one prompt per dataset row) is used as
+            given: for rewards outside `[0, 1]` (`reward_range=`), a `half_life`, or
+            evidence from an earlier run. The reward fed is TRL's: the reward functions
+            times `reward_weights`, summed. Default `False`.
         **kwargs: `GRPOTrainer`'s keyword arguments.
 
     Attributes:
         density_weights: `(N,)` float64 probabilities the sampler starts from, the same on
             every rank.
+        density_result: the [`DensityResult`][katdensity.DensityResult] of the latest
+            `compute_density_weights()` (the policy route, a refresh); `None` without.
         density_sampler: the sampler of the current `train()` (`None` before), a
             [`DensityRepeatSampler`][katdensity.integrations.trl.DensityRepeatSampler];
-            its `weights` are those of the next pass.
+            its `weights` are those of the next pass (with learnability, the next chunk).
+        learnability_tracker: the tracker with `learnability=`, else `None`. With it, each
+            generation batch logs `katdensity/zero_variance_predicted` (before the update)
+            and `katdensity/zero_variance_observed`, `katdensity/prompts_seen`, the shares
+            of those in each pass-rate band (`katdensity/pass_rate_failed`, `_learnable`,
+            `_solved`) and `katdensity/distinct_ess` of the new weights.
 
     Raises:
         InvalidInputError: a train dataset that is not a map-style `datasets.Dataset`,
-            `shuffle_dataset=False`, weights not one per row, or a weights file whose ids
-            do not match the dataset's (missing, extra or repeated).
+            `shuffle_dataset=False`, weights not one per row, a weights file whose ids
+            do not match the dataset's (missing, extra or repeated), or a tracker of
+            another number of prompts; during training, rewards outside the tracker's
+            `reward_range`.
 
     Example:
         ```python
@@ -436,6 +525,7 @@ class DensityGRPOTrainer(_DensitySampling, GRPOTrainer):
         trainer = DensityGRPOTrainer(
             model=model, reward_funcs=reward, args=GRPOConfig(...), train_dataset=dataset,
             density_weights="weights.pt",   # or "policy", or a tensor of N weights
+            learnability=True,              # optional: rare and learnable
         )
         trainer.train()
         ```
@@ -459,7 +549,9 @@ class DensityRefreshCallback(TrainerCallback):
     `compute_density_weights()` (on every rank, which share the work) and hands the result
     to the sampler's `update_weights`: the pass over the prompts in progress finishes with
     the draw it started with, and the next pass draws from the new weights. Set the
-    trainer's `density_num_samples` to make passes short enough for that to matter.
+    trainer's `density_num_samples` to make passes short enough for that to matter. With
+    `learnability=`, the new density weights are multiplied by learnability and apply from
+    the next chunk of prompts the data loader reads.
 
     Use it with [`DensityGRPOTrainer`][katdensity.integrations.trl.DensityGRPOTrainer] or
     [`DensityRLOOTrainer`][katdensity.integrations.trl.DensityRLOOTrainer], in
@@ -503,7 +595,7 @@ class DensityRefreshCallback(TrainerCallback):
         if trainer is None or trainer.density_sampler is None:
             return
         if state.global_step % self.every_n_steps == 0:
-            trainer.density_sampler.update_weights(trainer.compute_density_weights())
+            trainer.density_sampler.update_weights(trainer._refreshed_weights())
             logger.info("step %d: new density weights, drawn from the next pass", state.global_step)
 
 

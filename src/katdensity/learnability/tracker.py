@@ -133,7 +133,7 @@ class LearnabilityTracker:
         self.updates = 0
 
     @property
-    def labels(self) -> torch.Tensor:
+    def distinct_index(self) -> torch.Tensor:
         """`(N,)` int64: the distinct prompt of each row (copies share one posterior)."""
         return self._labels
 

@@ -28,7 +28,7 @@ import logging
 import torch
 
 from katdensity._groups import group_sums
-from katdensity._validate import check_real
+from katdensity._validate import as_probabilities, check_real
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
 from katdensity.learnability.tracker import LearnabilityTracker
@@ -121,12 +121,43 @@ class LearnabilityWeighting:
     def __call__(self, result: DensityResult) -> torch.Tensor:
         """Probabilities `(N,)` for the rows of `result`, from the tracker's evidence now."""
         base = self.base(result)
-        density = base.probabilities * _split_mode_factor(
-            base.modes, self.tracker.pass_rate(), self.tracker.evidence() >= self.band_evidence
-        )
-        density = density / density.sum()
+        return self.combine(base.probabilities, modes=base.modes, min_ess_ratio=base.min_ess_ratio)
+
+    def combine(
+        self,
+        base: torch.Tensor,
+        *,
+        modes: torch.Tensor | None = None,
+        min_ess_ratio: float | None = None,
+    ) -> torch.Tensor:
+        """Rules 2-5 over given density weights, for weights without a `DensityResult`
+        (a weights file, a tensor): `self(result)` is `combine` of `self.base(result)`.
+
+        Args:
+            base: `(N,)` density probabilities of the tracker's rows.
+            modes: `(N,)` mode labels to split by outcome; `None` splits none.
+            min_ess_ratio: the floor on the distinct ESS/M (copies from the tracker);
+                `None` for none.
+
+        Returns:
+            `(N,)` float64 probabilities summing to 1.
+
+        Raises:
+            InvalidInputError: `base` or `modes` not one per row of the tracker.
+        """
+        base = as_probabilities(base, name="base")
+        n = self.tracker.num_prompts
+        if base.shape[0] != n or (modes is not None and modes.shape != (n,)):
+            raise InvalidInputError(
+                f"base and modes should hold one entry per prompt of the tracker ({n})"
+            )
+        density = base
+        if modes is not None:
+            banded = self.tracker.evidence() >= self.band_evidence
+            density = base * _split_mode_factor(modes, self.tracker.pass_rate(), banded)
+            density = density / density.sum()
         factor = (4.0 * self.tracker.learnability()).clamp(0.0, 1.0)
-        labels, n_prompts = base.distinct_index, int(base.distinct_index.max()) + 1
+        labels, n_prompts = self.tracker.distinct_index, self.tracker.num_distinct
 
         def at(strength: float) -> torch.Tensor:
             learnable = density * factor**strength
@@ -136,11 +167,10 @@ class LearnabilityWeighting:
             return (1.0 - self.explore) * learnable / total + self.explore * density
 
         def meets_floor(probabilities: torch.Tensor) -> bool:
-            floor = base.min_ess_ratio
-            if floor is None:
+            if min_ess_ratio is None:
                 return True
             mass = group_sums(probabilities, labels, n_prompts)
-            return float(1.0 / mass.square().sum()) >= floor * n_prompts
+            return float(1.0 / mass.square().sum()) >= min_ess_ratio * n_prompts
 
         used = self.strength
         probabilities = at(used)
@@ -155,7 +185,7 @@ class LearnabilityWeighting:
                 "learnability strength %.3g -> %.3g to keep distinct ESS/N >= %.2f",
                 self.strength,
                 used,
-                base.min_ess_ratio,
+                min_ess_ratio,
             )
         self.strength_used_ = used
         return probabilities
