@@ -130,6 +130,9 @@ class LearnabilityTracker:
         self._own = torch.zeros(2, m, dtype=torch.float64)
         self._borrowed = torch.zeros(2, m, dtype=torch.float64)
         self._scale = 1.0  # stored units times this are completions
+        # The distinct prompts with any evidence, own or borrowed (sorted): every other one
+        # is at the prior, so reads and re-weighting cost what the run has touched.
+        self._informed = torch.empty(0, dtype=torch.int64)
         self.updates = 0
 
     @property
@@ -168,16 +171,19 @@ class LearnabilityTracker:
                 self._own *= self._scale
                 self._borrowed *= self._scale
                 self._scale = 1.0
-        prompts = self._labels[rows]
-        added = torch.zeros(2, self._n_distinct, dtype=torch.float64)
-        added[0].index_add_(0, prompts, successes)
-        added[1].index_add_(0, prompts, 1.0 - successes)
-        touched = torch.unique(prompts)
-        delta = added[:, touched] / self._scale
+        touched, inverse = torch.unique(self._labels[rows], return_inverse=True)
+        outcomes = torch.stack([successes, 1.0 - successes])
+        delta = torch.zeros(2, touched.numel(), dtype=torch.float64).index_add_(
+            1, inverse, outcomes
+        )
+        delta /= self._scale
         self._own[:, touched] += delta
+        informed = [self._informed, touched]
         if self._graph is not None:
             borrowers, lent = self._graph.lend(touched, delta)
             self._borrowed.index_add_(1, borrowers, lent)
+            informed.append(borrowers)
+        self._informed = torch.unique(torch.cat(informed))
         self.updates += 1
 
     def _checked(self, indices: Any, rewards: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,19 +215,35 @@ class LearnabilityTracker:
             )
         return rows, (values - low) / (high - low)
 
-    def _posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(alpha, beta)` per distinct prompt, `(M,)` each."""
-        own = self._own * self._scale
+    def informed_posterior(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The posterior of the distinct prompts with any evidence; all others are at the
+        prior.
+
+        Returns:
+            `(prompts, alpha, beta, own)`: `(I,)` distinct prompt numbers (as in
+            `distinct_index`), their Beta posterior's parameters, and the completions of
+            their own each has seen (faded).
+        """
+        prompts = self._informed
+        own = self._own[:, prompts] * self._scale
         evidence = own.clone()
+        own_count = own.sum(0)
         if self._graph is not None:
-            borrowed = self._borrowed * self._scale
+            borrowed = self._borrowed[:, prompts] * self._scale
             count = borrowed.sum(0)
-            own_count = own.sum(0)
             # At most borrow_limit completions, less as the prompt's own evidence grows.
             room = self.borrow_limit / (1.0 + own_count / max(self.borrow_limit, 1e-12))
             factor = torch.where(count > room, room / count.clamp_min(1e-300), 1.0)
             evidence += borrowed * factor
-        return self.prior[0] + evidence[0], self.prior[1] + evidence[1]
+        return prompts, self.prior[0] + evidence[0], self.prior[1] + evidence[1], own_count
+
+    def _posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(alpha, beta)` per distinct prompt, `(M,)` each."""
+        prompts, alpha_seen, beta_seen, _ = self.informed_posterior()
+        alpha = torch.full((self._n_distinct,), self.prior[0], dtype=torch.float64)
+        beta = torch.full((self._n_distinct,), self.prior[1], dtype=torch.float64)
+        alpha[prompts], beta[prompts] = alpha_seen, beta_seen
+        return alpha, beta
 
     def pass_rate(self) -> torch.Tensor:
         """`(N,)` float64: the posterior mean pass rate of each row's prompt."""
@@ -231,8 +253,7 @@ class LearnabilityTracker:
     def learnability(self) -> torch.Tensor:
         """`(N,)` float64: `E[p (1 - p)]` under each row's posterior, in `[0, 1/4]`."""
         alpha, beta = self._posterior()
-        total = alpha + beta
-        return (alpha * beta / (total * (total + 1.0)))[self._labels]
+        return beta_learnability(alpha, beta)[self._labels]
 
     def evidence(self) -> torch.Tensor:
         """`(N,)` float64: completions seen for each row's prompt (faded), borrowed excluded."""
@@ -316,6 +337,7 @@ class LearnabilityTracker:
         self._own = own.to(torch.float64).clone()
         self._borrowed = borrowed.to(torch.float64).clone()
         self._scale = 1.0
+        self._informed = torch.nonzero((self._own + self._borrowed).sum(0) > 0).flatten()
         self.updates = updates
 
     def __repr__(self) -> str:
@@ -323,6 +345,12 @@ class LearnabilityTracker:
             f"LearnabilityTracker(num_prompts={self.num_prompts}, distinct={self._n_distinct}, "
             f"updates={self.updates}, prior={self.prior}, half_life={self.half_life})"
         )
+
+
+def beta_learnability(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """`E[p (1 - p)]` for `p ~ Beta(alpha, beta)`: `alpha beta / (T (T + 1))`, T = alpha + beta."""
+    total = alpha + beta
+    return alpha * beta / (total * (total + 1.0))
 
 
 class _LendingGraph:

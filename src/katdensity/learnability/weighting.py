@@ -27,11 +27,11 @@ import logging
 
 import torch
 
-from katdensity._groups import group_sums
+from katdensity._groups import first_occurrence, group_sums
 from katdensity._validate import as_probabilities, check_real
 from katdensity.density.result import DensityResult
 from katdensity.errors import InvalidInputError
-from katdensity.learnability.tracker import LearnabilityTracker
+from katdensity.learnability.tracker import LearnabilityTracker, beta_learnability
 from katdensity.weights import InverseDensityWeighting, WeightResult
 
 __all__ = ["PASS_RATE_BANDS", "LearnabilityWeighting"]
@@ -102,6 +102,12 @@ class LearnabilityWeighting:
         self.band_evidence = check_real("band_evidence", band_evidence, low=0.0)
         self.strength_used_: float | None = None
         self._base: tuple[DensityResult, WeightResult] | None = None
+        # (base and modes as given, base as probabilities, its mass per distinct prompt,
+        # the sum of squared masses): computed once per base.
+        self._cache: (
+            tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, float] | None
+        ) = None
+        self._first = torch.empty(0, dtype=torch.int64)  # each distinct prompt's first row
 
     def base(self, result: DensityResult) -> WeightResult:
         """The density weights of `result` (computed on the first call for it)."""
@@ -145,42 +151,54 @@ class LearnabilityWeighting:
         Raises:
             InvalidInputError: `base` or `modes` not one per row of the tracker.
         """
-        base = as_probabilities(base, name="base")
-        n = self.tracker.num_prompts
-        if base.shape[0] != n or (modes is not None and modes.shape != (n,)):
-            raise InvalidInputError(
-                f"base and modes should hold one entry per prompt of the tracker ({n})"
-            )
-        density = base
+        tracker = self.tracker
+        n, labels, n_prompts = tracker.num_prompts, tracker.distinct_index, tracker.num_distinct
+        # NOTE [ cost ]: a prompt without evidence sits at the prior, so the prompts at the
+        # prior are summed once (their mass and squared mass) and only the informed ones,
+        # those the run has touched, are visited while the floor is searched: re-weighting a
+        # million prompts costs a few passes over them, not one per search step.
+        prompts, alpha, beta, own = tracker.informed_posterior()
+        density, mass, square = self._prepared(base, modes)
         if modes is not None:
-            banded = self.tracker.evidence() >= self.band_evidence
-            density = base * _split_mode_factor(modes, self.tracker.pass_rate(), banded)
-            density = density / density.sum()
-        factor = (4.0 * self.tracker.learnability()).clamp(0.0, 1.0)
-        labels, n_prompts = self.tracker.distinct_index, self.tracker.num_distinct
+            split = self._split_modes(density, modes, prompts, alpha / (alpha + beta), own)
+            if split is not None:
+                density = split
+                mass = group_sums(density, labels, n_prompts)
+                square = float(mass.square().sum())
+        seen = mass[prompts]
+        unseen_mass = max(1.0 - float(seen.sum()), 0.0)
+        unseen_square = max(square - float(seen.square().sum()), 0.0)
+        prior = torch.tensor([tracker.prior[0]], dtype=torch.float64)
+        prior_factor = float(4.0 * beta_learnability(prior, prior.new_tensor([tracker.prior[1]])))
+        factor = (4.0 * beta_learnability(alpha, beta)).clamp(0.0, 1.0)
 
-        def at(strength: float) -> torch.Tensor:
-            learnable = density * factor**strength
-            total = float(learnable.sum())
+        def scales(strength: float) -> tuple[float, torch.Tensor]:
+            """The multiplier of the density weight: of every prompt at the prior, and of
+            each informed prompt."""
+            unseen_factor = prior_factor**strength
+            seen_factor = factor**strength
+            total = unseen_factor * unseen_mass + float((seen * seen_factor).sum())
             if total <= 0.0:  # every prompt solved or failed for sure: density alone
-                return density
-            return (1.0 - self.explore) * learnable / total + self.explore * density
+                return 1.0, torch.ones_like(seen)
+            keep = 1.0 - self.explore
+            return keep * unseen_factor / total + self.explore, keep * seen_factor / total + (
+                self.explore
+            )
 
-        def meets_floor(probabilities: torch.Tensor) -> bool:
+        def meets_floor(strength: float) -> bool:
             if min_ess_ratio is None:
                 return True
-            mass = group_sums(probabilities, labels, n_prompts)
-            return float(1.0 / mass.square().sum()) >= min_ess_ratio * n_prompts
+            unseen_scale, seen_scale = scales(strength)
+            squares = unseen_scale**2 * unseen_square + float((seen * seen_scale).square().sum())
+            return 1.0 / squares >= min_ess_ratio * n_prompts
 
         used = self.strength
-        probabilities = at(used)
-        if not meets_floor(probabilities):
+        if not meets_floor(used):
             low, high = 0.0, self.strength
             for _ in range(_BISECTION_STEPS):
                 middle = (low + high) / 2
-                low, high = (middle, high) if meets_floor(at(middle)) else (low, middle)
+                low, high = (middle, high) if meets_floor(middle) else (low, middle)
             used = low
-            probabilities = at(used)
             logger.info(
                 "learnability strength %.3g -> %.3g to keep distinct ESS/N >= %.2f",
                 self.strength,
@@ -188,26 +206,63 @@ class LearnabilityWeighting:
                 min_ess_ratio,
             )
         self.strength_used_ = used
-        return probabilities
+        unseen_scale, seen_scale = scales(used)
+        scale = torch.full((n_prompts,), unseen_scale, dtype=torch.float64)
+        scale[prompts] = seen_scale
+        # The scales keep the total at 1 by construction; copies share their prompt's scale.
+        return density * (scale if n_prompts == n else scale[labels])
+
+    def _prepared(
+        self, base: torch.Tensor, modes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """`(base as probabilities, its mass per distinct prompt, the sum of squared
+        masses)`, computed once per base (with each distinct prompt's first row)."""
+        cached = self._cache
+        if cached is not None and cached[0] is base and cached[1] is modes:
+            return cached[2], cached[3], cached[4]
+        tracker = self.tracker
+        n = tracker.num_prompts
+        probabilities = as_probabilities(base, name="base")
+        if probabilities.shape[0] != n or (modes is not None and modes.shape != (n,)):
+            raise InvalidInputError(
+                f"base and modes should hold one entry per prompt of the tracker ({n})"
+            )
+        mass = group_sums(probabilities, tracker.distinct_index, tracker.num_distinct)
+        square = float(mass.square().sum())
+        self._first = first_occurrence(tracker.distinct_index, tracker.num_distinct)
+        self._cache = (base, modes, probabilities, mass, square)
+        return probabilities, mass, square
+
+    def _split_modes(
+        self,
+        base: torch.Tensor,
+        modes: torch.Tensor,
+        prompts: torch.Tensor,
+        pass_rate: torch.Tensor,
+        own: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """`base` with each mode whose informed members fall in `b` pass-rate bands weighing
+        `b` times its weight (rule 2); `None` when no mode is split."""
+        first = self._first
+        banded = own >= self.band_evidence
+        if not bool(banded.any()):
+            return None
+        low, high = PASS_RATE_BANDS
+        rates = pass_rate[banded]
+        bands = torch.where(rates < low, 0, torch.where(rates > high, 2, 1))
+        member_modes = modes[first[prompts[banded]]]
+        pairs = torch.unique(member_modes * 3 + bands)
+        split, count = torch.unique(torch.div(pairs, 3, rounding_mode="floor"), return_counts=True)
+        split, count = split[count > 1], count[count > 1]
+        if split.numel() == 0:
+            return None
+        factor = torch.ones(int(modes.max()) + 1, dtype=torch.float64)
+        factor[split] = count.double()
+        adjusted = base * factor[modes]
+        return adjusted / adjusted.sum()
 
     def __repr__(self) -> str:
         return (
             f"LearnabilityWeighting({self.tracker!r}, density={self.density!r}, "
             f"strength={self.strength}, explore={self.explore})"
         )
-
-
-def _split_mode_factor(
-    modes: torch.Tensor, pass_rate: torch.Tensor, banded: torch.Tensor
-) -> torch.Tensor:
-    """`(N,)`: per row, the number of pass-rate bands among its mode's members with enough
-    evidence (at least 1)."""
-    low, high = PASS_RATE_BANDS
-    bands = torch.where(pass_rate < low, 0, torch.where(pass_rate > high, 2, 1))
-    n_modes = int(modes.max()) + 1
-    present = torch.zeros(3, n_modes, dtype=torch.float64)
-    for band in range(3):
-        present[band].scatter_reduce_(
-            0, modes, (banded & (bands == band)).double(), "amax", include_self=True
-        )
-    return present.sum(0).clamp_min(1.0)[modes]
