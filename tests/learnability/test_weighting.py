@@ -6,13 +6,13 @@ import torch
 from katdensity import (
     ExactKNNDensity,
     InvalidInputError,
-    InverseDensityWeighting,
     LearnabilityTracker,
     LearnabilityWeighting,
     Weighting,
     effective_sample_size,
     weigh,
 )
+from katdensity.learnability import LEARNABILITY_MIN_ESS_RATIO
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +73,16 @@ def test_a_mode_whose_members_fare_differently_weighs_as_more_than_one_prompt(
 def test_the_ess_floor_holds_by_lowering_the_strength(result: object) -> None:
     tracker = LearnabilityTracker(200, density=result, prior=(0.05, 50.0))  # all hopeless
     tracker.update([100] * 8, [1.0, 0.0] * 4)  # one learnable prompt
-    weighting = LearnabilityWeighting(tracker, strength=3.0, explore=0.0)
-    weights = weighting(result)
-    density = InverseDensityWeighting()
-    assert weighting.strength_used_ is not None and weighting.strength_used_ < 3.0
     m = int(result.distinct_index.max()) + 1
-    assert effective_sample_size(weights, result.distinct_index) >= 0.65 * m * (1 - 1e-9)
-    unfloored = LearnabilityWeighting(
-        tracker, density=InverseDensityWeighting(min_ess_ratio=None), strength=3.0, explore=0.0
-    )
-    assert unfloored(result)[100] > 0.5 and density.min_ess_ratio == 0.65
+    for floor in (LEARNABILITY_MIN_ESS_RATIO, 0.8):
+        weighting = LearnabilityWeighting(tracker, strength=3.0, explore=0.0, min_ess_ratio=floor)
+        weights = weighting(result)
+        assert weighting.strength_used_ is not None and weighting.strength_used_ < 3.0
+        ess = effective_sample_size(weights, result.distinct_index)
+        assert ess >= floor * m * (1 - 1e-9)
+        assert ess < (floor + 0.01) * m  # tempered no more than needed
+    unfloored = LearnabilityWeighting(tracker, strength=3.0, explore=0.0, min_ess_ratio=None)
+    assert unfloored(result)[100] > 0.5 and LEARNABILITY_MIN_ESS_RATIO == 0.5
 
 
 def test_bad_arguments_are_named(result: object) -> None:

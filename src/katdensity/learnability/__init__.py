@@ -2,6 +2,15 @@
 that combine it with inverse density."""
 
 from katdensity.learnability.tracker import LearnabilityTracker
-from katdensity.learnability.weighting import PASS_RATE_BANDS, LearnabilityWeighting
+from katdensity.learnability.weighting import (
+    LEARNABILITY_MIN_ESS_RATIO,
+    PASS_RATE_BANDS,
+    LearnabilityWeighting,
+)
 
-__all__ = ["PASS_RATE_BANDS", "LearnabilityTracker", "LearnabilityWeighting"]
+__all__ = [
+    "LEARNABILITY_MIN_ESS_RATIO",
+    "PASS_RATE_BANDS",
+    "LearnabilityTracker",
+    "LearnabilityWeighting",
+]

@@ -17,8 +17,11 @@ The rule, for the rows of a [`DensityResult`][katdensity.DensityResult]:
 4. `p = (1 - explore) · w + explore · q`: an `explore` share drawn by density alone keeps
    every prompt drawable, so a prompt judged solved or hopeless is retried now and then and
    the tracker sees it if the policy has changed.
-5. The ESS floor of the density weighting holds for `p` too: when the distinct ESS of `p`
-   falls below `min_ess_ratio · M`, `strength` is lowered until it holds.
+5. A floor on the effective sample size, as for the density weights: when the distinct ESS
+   of `p` falls below `min_ess_ratio · M` (default 0.5), `strength` is lowered until it
+   holds. It is lower than the density weights' 0.65 because learnability discards what no
+   longer teaches: on `benchmarks/bench_learnability.py` the 0.65 floor held the
+   zero-variance share at 0.65 of uniform's, 0.5 lets it fall to about half.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ from katdensity.errors import InvalidInputError
 from katdensity.learnability.tracker import LearnabilityTracker, beta_learnability
 from katdensity.weights import InverseDensityWeighting, WeightResult
 
-__all__ = ["PASS_RATE_BANDS", "LearnabilityWeighting"]
+__all__ = ["LEARNABILITY_MIN_ESS_RATIO", "PASS_RATE_BANDS", "LearnabilityWeighting"]
 
 logger = logging.getLogger(__name__)
 
 PASS_RATE_BANDS = (0.2, 0.8)
 """Pass rates below the first are "failed", above the second "solved", "learnable" between."""
+
+LEARNABILITY_MIN_ESS_RATIO = 0.5
+"""The default floor on the distinct ESS/M of density times learnability (see rule 5)."""
 
 _BISECTION_STEPS = 10
 
@@ -54,12 +60,14 @@ class LearnabilityWeighting:
         tracker: the [`LearnabilityTracker`][katdensity.LearnabilityTracker] fed with the
             run's rewards, over the same rows.
         density: the density weighting; default `InverseDensityWeighting()`, the library's
-            default weights. Its `min_ess_ratio` is the floor of the combined weights too.
+            default weights.
         strength: exponent of the learnability factor: 0 gives the density weights alone,
             1 (default) weighs a prompt in proportion to its learnability.
         explore: share of the draws made by density alone, in `[0, 1]` (default 0.1).
         band_evidence: completions of its own a prompt needs before its pass-rate band
             counts in splitting its mode (default 4).
+        min_ess_ratio: the smallest distinct ESS/M of the combined weights (default 0.5,
+            see rule 5); `None` lets `strength` act in full.
 
     Attributes:
         strength_used_: the strength the last call used (`strength`, or less to meet the
@@ -85,6 +93,7 @@ class LearnabilityWeighting:
         strength: float = 1.0,
         explore: float = 0.1,
         band_evidence: float = 4.0,
+        min_ess_ratio: float | None = LEARNABILITY_MIN_ESS_RATIO,
     ) -> None:
         if not isinstance(tracker, LearnabilityTracker):
             raise InvalidInputError(
@@ -100,6 +109,11 @@ class LearnabilityWeighting:
         self.strength = check_real("strength", strength, low=0.0)
         self.explore = check_real("explore", explore, low=0.0, high=1.0)
         self.band_evidence = check_real("band_evidence", band_evidence, low=0.0)
+        self.min_ess_ratio = min_ess_ratio
+        if min_ess_ratio is not None:
+            self.min_ess_ratio = check_real(
+                "min_ess_ratio", min_ess_ratio, low=0.0, high=1.0, low_open=True
+            )
         self.strength_used_: float | None = None
         self._base: tuple[DensityResult, WeightResult] | None = None
         # (base and modes as given, base as probabilities, its mass per distinct prompt,
@@ -127,7 +141,7 @@ class LearnabilityWeighting:
     def __call__(self, result: DensityResult) -> torch.Tensor:
         """Probabilities `(N,)` for the rows of `result`, from the tracker's evidence now."""
         base = self.base(result)
-        return self.combine(base.probabilities, modes=base.modes, min_ess_ratio=base.min_ess_ratio)
+        return self.combine(base.probabilities, modes=base.modes, min_ess_ratio=self.min_ess_ratio)
 
     def combine(
         self,
