@@ -19,9 +19,10 @@ The rule, for the rows of a [`DensityResult`][katdensity.DensityResult]:
    the tracker sees it if the policy has changed.
 5. A floor on the effective sample size, as for the density weights: when the distinct ESS
    of `p` falls below `min_ess_ratio · M` (default 0.5), `strength` is lowered until it
-   holds. It is lower than the density weights' 0.65 because learnability discards what no
-   longer teaches: on `benchmarks/bench_learnability.py` the 0.65 floor held the
-   zero-variance share at 0.65 of uniform's, 0.5 lets it fall to about half.
+   holds. It is lower than the density weights' 0.65 because learnability discards, on
+   purpose, what no longer teaches. On `benchmarks/bench_learnability.py` it does not bind
+   at `strength=1`: there the density weights' own floor (0.65) is what limits the
+   combination (see docs/learnability.md).
 """
 
 from __future__ import annotations
