@@ -15,7 +15,7 @@ import torch
 
 from katdensity import InverseDensitySampler
 from katdensity.errors import InvalidInputError
-from tests.integrations.tiny import N_PROMPTS, prompt_rows, tiny_gpt2
+from tests.integrations.tiny import N_PROMPTS, prompt_rows, spawn_two_ranks, tiny_gpt2
 
 pytest.importorskip("trl")  # in CI (the examples extra), where skips fail the run
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # from transformers
@@ -584,14 +584,8 @@ def _rank(rank: int, port: int, out: str) -> None:
 
 def test_two_ranks_take_rank_zeros_weights_and_split_one_order(tmp_path: Path) -> None:
     import json
-    import socket
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = int(free.getsockname()[1])
-    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    spawn_two_ranks(_rank, str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world"] == 2
     rank_zero = torch.rand(N_PROMPTS, generator=torch.Generator().manual_seed(0))

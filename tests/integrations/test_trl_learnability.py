@@ -20,7 +20,7 @@ from katdensity import (
 )
 from katdensity.errors import InvalidInputError
 from katdensity.learnability import PASS_RATE_BANDS
-from tests.integrations.tiny import N_PROMPTS, prompt_rows
+from tests.integrations.tiny import N_PROMPTS, prompt_rows, spawn_two_ranks
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # from transformers
@@ -332,14 +332,7 @@ def _rank(rank: int, port: int, out: str) -> None:
 
 
 def test_two_ranks_learn_identically_and_split_one_order(tmp_path: Path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = int(free.getsockname()[1])
-    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    spawn_two_ranks(_rank, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["world"] == 2
     assert_same(ranks[1]["tracker"], ranks[0]["tracker"])

@@ -45,3 +45,15 @@ def prompt_rows(n: int = N_PROMPTS) -> dict[str, list[Any]]:
     topics = ["apples", "rivers", "violins"]
     prompts = [f"tell me about {topics[min(i % 6, 2)]} number {i}" for i in range(n)]
     return {"id": [f"p{i}" for i in range(n)], "prompt": prompts}
+
+
+def spawn_two_ranks(target: Any, out: str) -> None:
+    """Run `target(rank, port, out)` in two processes that form a gloo group on a free port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+    mp.spawn(target, args=(port, out), nprocs=2, join=True)
