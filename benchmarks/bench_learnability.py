@@ -51,8 +51,10 @@ tracker fed and the weights recomputed after every batch):
   `InverseDensityWeighting(0, mode_cap=False)` (every distinct prompt alike).
 - density x learnability: `LearnabilityWeighting(tracker)` with the library's defaults.
 
-Both learnability arms share one tracker setting, `LearnabilityTracker(N, density=result)`
-(neighbours' evidence lent along the kNN graph, no half-life). A seventh arm, the oracle, is
+Both learnability arms share one tracker setting, `LearnabilityTracker(N, density=result,
+half_life=E)` with `E = ceil(M / B)` updates, one epoch (60 batches: evidence halves every
+epoch, as the TRL integration's tracker does; neighbours' evidence lent along the kNN graph
+with the library's defaults). A seventh arm, the oracle, is
 the library's rule fed the true pass rates (the tracker's evidence replaced before every
 weighting), to tell the tracker's estimate from the rule that combines it.
 
@@ -297,6 +299,11 @@ class Greso(Arm):
             setattr(self, name, min(max(getattr(self, name) + step, low), high))
 
 
+def epoch_updates(world: World) -> int:
+    """Batches (tracker updates) per epoch over the distinct training prompts."""
+    return -(-(int(world.result.distinct_index.max()) + 1) // BATCH)
+
+
 class Learnability(Arm):
     """`LearnabilityWeighting` over the tracker fed every group, re-weighted every batch."""
 
@@ -304,7 +311,9 @@ class Learnability(Arm):
         self, world: World, base: InverseDensityWeighting | None = None, **options: Any
     ) -> None:
         super().__init__(world)
-        self.tracker = LearnabilityTracker(len(world.row_point), density=world.result)
+        self.tracker = LearnabilityTracker(
+            len(world.row_point), density=world.result, half_life=epoch_updates(world)
+        )
         self.weighting = LearnabilityWeighting(self.tracker, density=base, **options)
         self.weights = self.weighting(world.result)
         self.strengths: list[float] = []
@@ -342,6 +351,7 @@ class Oracle(Learnability):
         state = self.tracker.state_dict()
         state["own"] = ORACLE_EVIDENCE * torch.stack([rate, 1.0 - rate])
         state["borrowed"] = torch.zeros_like(state["own"])
+        state["scale"] = 1.0
         self.tracker.load_state_dict(state)
         self.reweigh()
 
@@ -360,7 +370,7 @@ ARMS: dict[str, Callable[[World], Arm]] = {
     "density x learnability": Learnability,
     "density x true learnability (oracle)": Oracle,
 }
-GRID = ((1.0, 2.0, 4.0), (0.0, 0.1, 0.25))  # strength x explore
+GRID = ((1.0, 2.0, 3.0, 4.0), (0.0, 0.1, 0.25))  # strength x explore
 # The floors' price: (the density weights' min_ess_ratio, the combined weights', the arm).
 FLOORS: tuple[tuple[float, float | None, str], ...] = (
     (DEFAULT_MIN_ESS_RATIO, DEFAULT_MIN_ESS_RATIO, "tracker"),

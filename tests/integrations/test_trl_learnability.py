@@ -137,11 +137,15 @@ def test_the_tracker_learns_the_known_pass_rates_from_every_group(
 
     # Every completion of every group reached the tracker once, with its row, the groups
     # all of whose rewards are equal (rows 0-15, which TRL gives no gradient) included.
-    trained = torch.tensor([row for batch in reward.batches for row in batch])
-    assert tracker.updates == len(updates) == 6
-    torch.testing.assert_close(
-        tracker.evidence(), torch.bincount(trained, minlength=N_PROMPTS).double()
+    assert tracker.updates == len(updates) == len(reward.batches) == 6
+    # Evidence halves every epoch: 24 prompts, 4 per generation batch.
+    assert tracker.half_life == 6
+    fade = 0.5 ** (1 / 6)
+    expected = sum(
+        torch.bincount(torch.tensor(batch), minlength=N_PROMPTS).double() * fade ** (5 - step)
+        for step, batch in enumerate(reward.batches)
     )
+    torch.testing.assert_close(tracker.evidence(), expected)
     torch.testing.assert_close(tracker.pass_rate(), expected_pass_rate(tracker.evidence()))
     assert ROW_COLUMN not in reward.columns
 
@@ -149,7 +153,9 @@ def test_the_tracker_learns_the_known_pass_rates_from_every_group(
     # weights: a row surely solved or surely failed weighs less than one passing half the
     # time with as much evidence.
     weights = trainer.density_sampler.weights
-    factor = 4 * tracker.learnability()
+    used = trainer._learnability_weighting.strength_used_  # 4, or less to keep the floor
+    assert used is not None and 0 < used <= 4
+    factor = (4 * tracker.learnability()) ** used
     expected = 0.9 * factor / factor.sum() + 0.1 / N_PROMPTS
     torch.testing.assert_close(weights, expected)
     evidence = tracker.evidence()
@@ -338,7 +344,7 @@ def test_two_ranks_learn_identically_and_split_one_order(tmp_path: Path) -> None
     assert_same(ranks[1]["tracker"], ranks[0]["tracker"])
     assert_same(ranks[1]["sampler"], ranks[0]["sampler"])
     # Every completion of both ranks reached both trackers, with its row.
-    tracker = LearnabilityTracker(N_PROMPTS)
+    tracker = LearnabilityTracker(N_PROMPTS, half_life=ranks[0]["tracker"]["half_life"])
     tracker.load_state_dict(ranks[0]["tracker"])
     assert tracker.updates == 6
     torch.testing.assert_close(tracker.pass_rate(), expected_pass_rate(tracker.evidence()))
@@ -348,4 +354,10 @@ def test_two_ranks_learn_identically_and_split_one_order(tmp_path: Path) -> None
     trained = [row for halves in steps for half in halves for row in half]
     assert len(trained) == 6 * 16
     assert trained == train_order(ranks[0]["sampler"], batch_size=4)
-    assert int(tracker.evidence().sum()) == 6 * 16
+    fade = 0.5 ** (1 / tracker.half_life)  # evidence halves every epoch
+    expected = sum(
+        torch.bincount(torch.tensor(trained[16 * step : 16 * (step + 1)]), minlength=N_PROMPTS)
+        * fade ** (5 - step)
+        for step in range(6)
+    )
+    torch.testing.assert_close(tracker.evidence(), expected.double())

@@ -13,6 +13,7 @@ from katdensity import (
     weigh,
 )
 from katdensity.learnability import LEARNABILITY_MIN_ESS_RATIO
+from katdensity.learnability.weighting import _BISECTION_STEPS, _Mixture
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_a_mode_whose_members_fare_differently_weighs_as_more_than_one_prompt(
 
 
 def test_the_ess_floor_holds_by_lowering_the_strength(result: object) -> None:
-    tracker = LearnabilityTracker(200, density=result, prior=(0.05, 50.0))  # all hopeless
+    # All hopeless but one, which lends to none (borrow_limit=0).
+    tracker = LearnabilityTracker(200, density=result, prior=(0.05, 50.0), borrow_limit=0.0)
     tracker.update([100] * 8, [1.0, 0.0] * 4)  # one learnable prompt
     m = int(result.distinct_index.max()) + 1
     for floor in (LEARNABILITY_MIN_ESS_RATIO, 0.8):
@@ -94,3 +96,22 @@ def test_bad_arguments_are_named(result: object) -> None:
     other = ExactKNNDensity(k=3).estimate(torch.randn(20, 3))
     with pytest.raises(InvalidInputError, match="tracker's 200 prompts, but has 20"):
         LearnabilityWeighting(tracker)(other)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_binned_floor_search_finds_the_exact_bisections_strength(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    seen = torch.rand(20_000, generator=generator, dtype=torch.float64)
+    seen *= 0.7 / seen.sum()
+    factor = torch.rand(20_000, generator=generator, dtype=torch.float64) ** 3
+    factor[:50] = 0.0  # surely solved or failed
+    mix = _Mixture(seen, factor, 0.3, 0.3**2 / 5_000, 2 / 3, 0.1)
+    floor = 0.9 * mix.ess(0.0)
+    assert mix.ess(4.0) < floor
+    low, high = 0.0, 4.0  # the plain bisection on exact ESS values
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mix.ess(middle) >= floor else (low, middle)
+    found = mix.strength_for(floor, high=4.0)
+    assert mix.ess(found) >= floor
+    assert abs(found - low) <= 4.0 / 2**_BISECTION_STEPS + 1e-12

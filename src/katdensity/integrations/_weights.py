@@ -19,6 +19,7 @@ from katdensity.learnability import PASS_RATE_BANDS, LearnabilityTracker
 
 __all__ = [
     "copy_groups",
+    "epoch_half_life",
     "from_rank_zero",
     "learn_from_batch",
     "prompt_texts",
@@ -109,6 +110,13 @@ def copy_groups(prompts: Sequence[Any]) -> torch.Tensor:
     """`(N,)` int64 labels, equal for rows whose prompts are exact copies (any prompt type)."""
     first: dict[str, int] = {}
     return torch.tensor([first.setdefault(repr(prompt), len(first)) for prompt in prompts])
+
+
+def epoch_half_life(distinct_prompts: int, prompts_per_update: int) -> int:
+    """The half-life, in tracker updates, of evidence that halves every epoch: the default of
+    the trackers the trainer integrations build (the policy changes within an epoch; older
+    outcomes say less about it). `benchmarks/bench_learnability.py` measures this setting."""
+    return max(1, -(-distinct_prompts // max(prompts_per_update, 1)))
 
 
 def learn_from_batch(

@@ -50,6 +50,7 @@ from katdensity.errors import InvalidInputError
 from katdensity.integrations._repeat_sampler import DensityRepeatSampler
 from katdensity.integrations._weights import (
     copy_groups,
+    epoch_half_life,
     from_rank_zero,
     learn_from_batch,
     prompt_texts,
@@ -262,10 +263,20 @@ class _DensitySampling(_TrainerBase):
                     f"tracker has num_prompts={learnability.num_prompts}"
                 )
             tracker = learnability
-        elif self.density_result is not None:
-            tracker = LearnabilityTracker(rows, density=self.density_result)
         else:
-            tracker = LearnabilityTracker(rows, groups=copy_groups(dataset["prompt"]))
+            # Copies share one posterior: the density result's, else exact repeats.
+            trl_trainer: Any = self
+            result = self.density_result
+            groups = None if result is not None else copy_groups(dataset["prompt"])
+            labels = result.distinct_index if result is not None else groups
+            assert labels is not None
+            per_update = trl_trainer.args.generation_batch_size // trl_trainer.num_generations
+            tracker = LearnabilityTracker(
+                rows,
+                density=result,
+                groups=groups,
+                half_life=epoch_half_life(int(labels.max()) + 1, per_update),
+            )
         if ROW_COLUMN in dataset.column_names:
             raise InvalidInputError(
                 f"train_dataset should not have a column {ROW_COLUMN!r}: the trainer adds it "
@@ -486,7 +497,8 @@ class DensityGRPOTrainer(_DensitySampling, GRPOTrainer):
             by density times learnability: a
             [`LearnabilityTracker`][katdensity.LearnabilityTracker] over the dataset's rows
             (with `"policy"`, over its density, borrowing along the kNN graph; otherwise
-            exact copies of a prompt share one posterior), weighed by
+            exact copies of a prompt share one posterior; evidence halves every epoch,
+            `half_life` = distinct prompts / prompts per generation batch), weighed by
             [`LearnabilityWeighting`][katdensity.LearnabilityWeighting] (with
             `density_weighting` when it is an `InverseDensityWeighting`); without a
             density (a file, a tensor, another weighting) the weights given are multiplied

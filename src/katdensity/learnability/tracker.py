@@ -14,12 +14,15 @@ quantity for any reward, so prompts rank the same way whatever the reward's kind
 
 NOTE [ borrowing ]: with `density=`, a prompt borrows the evidence of its neighbours on the
 kNN graph, each neighbour's evidence weighted by `exp(-(r / r0)^2)`, `r` its distance and
-`r0` a quarter of the median nearest-neighbour distance: an exact copy or a near-duplicate
-(r ≈ 0) lends almost all of its evidence, an ordinary neighbour almost none. The borrowed
-evidence counts at most `borrow_limit` completions and is scaled down as the prompt gains
-evidence of its own, so one rollout informs every near-duplicate at no extra rollout, and
-a prompt's own outcomes win once it has them. Updates push evidence along the reversed
-graph, so an update costs what its batch touches, not the size of the set.
+`r0` `borrow_radius` times the median nearest-neighbour distance: an exact copy or a
+near-duplicate (r ≈ 0) lends all of its evidence, an ordinary neighbour (r about the median)
+`exp(-1 / borrow_radius^2)` of it (0.78 at the default 2), a far one little. Pass rates
+under one policy vary smoothly between neighbours (a policy that solves a problem tends to
+solve its rewordings and its near variants), so the neighbourhood is the prompt's prior.
+The borrowed evidence counts at most `borrow_limit` completions and is scaled down as the
+prompt gains evidence of its own, so one rollout informs every neighbour at no extra
+rollout, and a prompt's own outcomes win once it has them. Updates push evidence along the
+reversed graph, so an update costs what its batch touches, not the size of the set.
 """
 
 from __future__ import annotations
@@ -38,13 +41,10 @@ from katdensity.errors import InvalidInputError
 
 __all__ = ["LearnabilityTracker"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 # Evidence is stored divided by the decay so far (one multiply per read instead of one per
 # update); the stored values are rescaled before that divisor overflows.
 _RESCALE_ABOVE = 1e100
-# A neighbour lends evidence with weight exp(-(r / r0)^2), r0 this share of the typical
-# nearest-neighbour distance.
-_KERNEL_FRACTION = 0.25
 _NEGLIGIBLE_KERNEL = 1e-6
 
 
@@ -63,7 +63,11 @@ class LearnabilityTracker:
         half_life: evidence halves after this many `update` calls, so the posterior follows
             the policy as it changes; `None` keeps all evidence.
         reward_range: `(low, high)` of the rewards; they are mapped to `[0, 1]`.
-        borrow_limit: the most completions' worth of evidence a prompt borrows.
+        borrow_limit: the most completions' worth of evidence a prompt borrows (default
+            32: four groups of 8).
+        borrow_radius: the radius of the lending kernel, as a multiple of the median
+            nearest-neighbour distance (default 2; see the module's note). Smaller lends
+            only to near-duplicates.
 
     Example:
         >>> import torch
@@ -85,7 +89,8 @@ class LearnabilityTracker:
         prior: tuple[float, float] = (1.0, 1.0),
         half_life: float | None = None,
         reward_range: tuple[float, float] = (0.0, 1.0),
-        borrow_limit: float = 8.0,
+        borrow_limit: float = 32.0,
+        borrow_radius: float = 2.0,
     ) -> None:
         self.num_prompts = check_int("num_prompts", num_prompts, low=1)
         if density is not None and not isinstance(density, DensityResult):
@@ -108,6 +113,7 @@ class LearnabilityTracker:
         if half_life is not None:
             self.half_life = check_real("half_life", half_life, low=0.0, low_open=True)
         self.borrow_limit = check_real("borrow_limit", borrow_limit, low=0.0)
+        self.borrow_radius = check_real("borrow_radius", borrow_radius, low=0.0, low_open=True)
         self.density = density
         if density is not None:
             self._labels, self._n_distinct = (
@@ -119,7 +125,9 @@ class LearnabilityTracker:
         else:
             self._labels, self._n_distinct = torch.arange(self.num_prompts), self.num_prompts
         self._graph = (
-            None if density is None else _LendingGraph(density, self._labels, self._n_distinct)
+            None
+            if density is None
+            else _LendingGraph(density, self._labels, self._n_distinct, self.borrow_radius)
         )
         self._decay = 1.0 if self.half_life is None else 0.5 ** (1.0 / self.half_life)
         self._reset()
@@ -130,9 +138,12 @@ class LearnabilityTracker:
         self._own = torch.zeros(2, m, dtype=torch.float64)
         self._borrowed = torch.zeros(2, m, dtype=torch.float64)
         self._scale = 1.0  # stored units times this are completions
-        # The distinct prompts with any evidence, own or borrowed (sorted): every other one
-        # is at the prior, so reads and re-weighting cost what the run has touched.
-        self._informed = torch.empty(0, dtype=torch.int64)
+        # The distinct prompts with any evidence, own or borrowed: every other one is at the
+        # prior, so reads and re-weighting cost what the run has touched. A mask, and its
+        # sorted list (sorted, so sums run in one order however the evidence came, and a
+        # resumed run re-weighs bit for bit as the uninterrupted one) made when read.
+        self._is_informed = torch.zeros(m, dtype=torch.bool)
+        self._informed_list: torch.Tensor | None = None
         self.updates = 0
 
     @property
@@ -178,13 +189,25 @@ class LearnabilityTracker:
         )
         delta /= self._scale
         self._own[:, touched] += delta
-        informed = [self._informed, touched]
+        self._note_informed(touched)
         if self._graph is not None:
             borrowers, lent = self._graph.lend(touched, delta)
             self._borrowed.index_add_(1, borrowers, lent)
-            informed.append(borrowers)
-        self._informed = torch.unique(torch.cat(informed))
+            self._note_informed(borrowers)
         self.updates += 1
+
+    def _note_informed(self, prompts: torch.Tensor) -> None:
+        """Add `prompts` (distinct, no repeats) to the informed ones."""
+        new = prompts[~self._is_informed[prompts]]
+        if new.numel():
+            self._is_informed[new] = True
+            self._informed_list = None
+
+    @property
+    def _informed(self) -> torch.Tensor:
+        if self._informed_list is None:
+            self._informed_list = self._is_informed.nonzero()[:, 0]
+        return self._informed_list
 
     def _checked(self, indices: Any, rewards: Any) -> tuple[torch.Tensor, torch.Tensor]:
         rows = _as_1d("indices", indices)
@@ -225,11 +248,14 @@ class LearnabilityTracker:
             their own each has seen (faded).
         """
         prompts = self._informed
-        own = self._own[:, prompts] * self._scale
+        every = prompts.numel() == self._n_distinct  # late in a run: no gather needed
+        if every:
+            prompts = torch.arange(self._n_distinct)
+        own = (self._own if every else self._own[:, prompts]) * self._scale
         evidence = own.clone()
         own_count = own.sum(0)
         if self._graph is not None:
-            borrowed = self._borrowed[:, prompts] * self._scale
+            borrowed = (self._borrowed if every else self._borrowed[:, prompts]) * self._scale
             count = borrowed.sum(0)
             # At most borrow_limit completions, less as the prompt's own evidence grows.
             room = self.borrow_limit / (1.0 + own_count / max(self.borrow_limit, 1e-12))
@@ -280,8 +306,12 @@ class LearnabilityTracker:
             "half_life": self.half_life,
             "reward_range": list(self.reward_range),
             "borrow_limit": self.borrow_limit,
-            "own": self._own * self._scale,
-            "borrowed": self._borrowed * self._scale,
+            "borrow_radius": self.borrow_radius,
+            # As stored, with the fading so far apart, so a restored tracker continues bit
+            # for bit; completions are `own * scale`.
+            "own": self._own.clone(),
+            "borrowed": self._borrowed.clone(),
+            "scale": self._scale,
             "updates": self.updates,
         }
 
@@ -314,6 +344,7 @@ class LearnabilityTracker:
             ("half_life", self.half_life),
             ("reward_range", list(self.reward_range)),
             ("borrow_limit", self.borrow_limit),
+            ("borrow_radius", self.borrow_radius),
         ):
             if state.get(key) != mine:
                 raise InvalidInputError(
@@ -333,11 +364,13 @@ class LearnabilityTracker:
                     f"state[{key!r}] should be a finite non-negative tensor of shape {shape}"
                 )
         updates = check_int("state['updates']", state.get("updates"))
+        scale = check_real("state['scale']", state.get("scale"), low=0.0, high=1.0, low_open=True)
         assert isinstance(own, torch.Tensor) and isinstance(borrowed, torch.Tensor)
         self._own = own.to(torch.float64).clone()
         self._borrowed = borrowed.to(torch.float64).clone()
-        self._scale = 1.0
-        self._informed = torch.nonzero((self._own + self._borrowed).sum(0) > 0).flatten()
+        self._scale = scale
+        self._is_informed = (self._own + self._borrowed).sum(0) > 0
+        self._informed_list = None
         self.updates = updates
 
     def __repr__(self) -> str:
@@ -357,11 +390,13 @@ class _LendingGraph:
     """The kNN graph between distinct prompts, reversed: whom each prompt lends evidence to,
     with what weight."""
 
-    def __init__(self, density: DensityResult, labels: torch.Tensor, n_distinct: int) -> None:
+    def __init__(
+        self, density: DensityResult, labels: torch.Tensor, n_distinct: int, radius: float
+    ) -> None:
         radii = neighbor_radii(density.neighbors)
         positive = radii[:, 0][radii[:, 0] > 0]
         typical = float(positive.median()) if positive.numel() else 1.0
-        scale = max(_KERNEL_FRACTION * typical, 1e-12)
+        scale = max(radius * typical, 1e-12)
         weight = torch.exp(-((radii / scale) ** 2))
         borrower = labels[:, None].expand_as(radii)
         lender = labels[density.neighbors.indices.to("cpu")]

@@ -13,21 +13,27 @@ The rule, for the rows of a [`DensityResult`][katdensity.DensityResult]:
 3. `w ∝ q · (4 · learnability) ** strength`: a prompt's learnability `E[p (1 - p)]` (from
    the [`LearnabilityTracker`][katdensity.LearnabilityTracker]) is 1/4 at most, so the
    factor is in `[0, 1]`: 1 for a prompt that passes half the time, 0 for one surely solved
-   or surely failed.
+   or surely failed. The default `strength` is 4: learnability is a posterior mean, and
+   while a prompt's evidence is thin its posterior pulls `E[p (1 - p)]` toward the prior's
+   (1/6 for the uniform prior), so the factor's spread understates the prompts' true
+   spread; at 1 the weights use about half of what the true pass rates would allow (see
+   docs/learnability.md).
 4. `p = (1 - explore) · w + explore · q`: an `explore` share drawn by density alone keeps
    every prompt drawable, so a prompt judged solved or hopeless is retried now and then and
    the tracker sees it if the policy has changed.
 5. A floor on the effective sample size, as for the density weights: when the distinct ESS
    of `p` falls below `min_ess_ratio · M` (default 0.5), `strength` is lowered until it
    holds. It is lower than the density weights' 0.65 because learnability discards, on
-   purpose, what no longer teaches. On `benchmarks/bench_learnability.py` it does not bind
-   at `strength=1`: there the density weights' own floor (0.65) is what limits the
-   combination (see docs/learnability.md).
+   purpose, what no longer teaches. At the default strength the floor, not the exponent,
+   usually sets how far the weights lean to learnable prompts once evidence is in.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +55,10 @@ LEARNABILITY_MIN_ESS_RATIO = 0.5
 """The default floor on the distinct ESS/M of density times learnability (see rule 5)."""
 
 _BISECTION_STEPS = 10
+# The floor is searched on the informed prompts' learnability factors binned by their
+# logarithm, then checked on the prompts themselves.
+_FACTOR_BINS = 2048
+_BINNED_BISECTION_STEPS = 20
 
 
 class LearnabilityWeighting:
@@ -63,7 +73,8 @@ class LearnabilityWeighting:
         density: the density weighting; default `InverseDensityWeighting()`, the library's
             default weights.
         strength: exponent of the learnability factor: 0 gives the density weights alone,
-            1 (default) weighs a prompt in proportion to its learnability.
+            1 weighs a prompt in proportion to its learnability, 4 (default) leans as far
+            as the ESS floor allows once the evidence is in (see rule 3).
         explore: share of the draws made by density alone, in `[0, 1]` (default 0.1).
         band_evidence: completions of its own a prompt needs before its pass-rate band
             counts in splitting its mode (default 4).
@@ -91,7 +102,7 @@ class LearnabilityWeighting:
         tracker: LearnabilityTracker,
         *,
         density: InverseDensityWeighting | None = None,
-        strength: float = 1.0,
+        strength: float = 4.0,
         explore: float = 0.1,
         band_evidence: float = 4.0,
         min_ess_ratio: float | None = LEARNABILITY_MIN_ESS_RATIO,
@@ -122,7 +133,9 @@ class LearnabilityWeighting:
         self._cache: (
             tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, float] | None
         ) = None
-        self._first = torch.empty(0, dtype=torch.int64)  # each distinct prompt's first row
+        # The distinct prompts that share their mode with another, their mode numbered
+        # 0..S-1, and those modes' labels: the only ones an outcome can split.
+        self._shared = _SharedModes.none()
 
     def base(self, result: DensityResult) -> WeightResult:
         """The density weights of `result` (computed on the first call for it)."""
@@ -181,47 +194,26 @@ class LearnabilityWeighting:
                 mass = group_sums(density, labels, n_prompts)
                 square = float(mass.square().sum())
         seen = mass[prompts]
-        unseen_mass = max(1.0 - float(seen.sum()), 0.0)
-        unseen_square = max(square - float(seen.square().sum()), 0.0)
-        prior = torch.tensor([tracker.prior[0]], dtype=torch.float64)
-        prior_factor = float(4.0 * beta_learnability(prior, prior.new_tensor([tracker.prior[1]])))
-        factor = (4.0 * beta_learnability(alpha, beta)).clamp(0.0, 1.0)
-
-        def scales(strength: float) -> tuple[float, torch.Tensor]:
-            """The multiplier of the density weight: of every prompt at the prior, and of
-            each informed prompt."""
-            unseen_factor = prior_factor**strength
-            seen_factor = factor**strength
-            total = unseen_factor * unseen_mass + float((seen * seen_factor).sum())
-            if total <= 0.0:  # every prompt solved or failed for sure: density alone
-                return 1.0, torch.ones_like(seen)
-            keep = 1.0 - self.explore
-            return keep * unseen_factor / total + self.explore, keep * seen_factor / total + (
-                self.explore
-            )
-
-        def meets_floor(strength: float) -> bool:
-            if min_ess_ratio is None:
-                return True
-            unseen_scale, seen_scale = scales(strength)
-            squares = unseen_scale**2 * unseen_square + float((seen * seen_scale).square().sum())
-            return 1.0 / squares >= min_ess_ratio * n_prompts
-
+        alpha0, beta0 = (torch.tensor([value], dtype=torch.float64) for value in tracker.prior)
+        mix = _Mixture(
+            seen=seen,
+            factor=(4.0 * beta_learnability(alpha, beta)).clamp(0.0, 1.0),
+            unseen_mass=max(1.0 - float(seen.sum()), 0.0),
+            unseen_square=max(square - float(seen.square().sum()), 0.0),
+            prior_factor=float(4.0 * beta_learnability(alpha0, beta0)),
+            explore=self.explore,
+        )
         used = self.strength
-        if not meets_floor(used):
-            low, high = 0.0, self.strength
-            for _ in range(_BISECTION_STEPS):
-                middle = (low + high) / 2
-                low, high = (middle, high) if meets_floor(middle) else (low, middle)
-            used = low
-            logger.info(
+        if min_ess_ratio is not None and mix.ess(used) < min_ess_ratio * n_prompts:
+            used = mix.strength_for(min_ess_ratio * n_prompts, high=self.strength)
+            logger.debug(
                 "learnability strength %.3g -> %.3g to keep distinct ESS/N >= %.2f",
                 self.strength,
                 used,
                 min_ess_ratio,
             )
         self.strength_used_ = used
-        unseen_scale, seen_scale = scales(used)
+        unseen_scale, seen_scale = mix.scales(used)
         scale = torch.full((n_prompts,), unseen_scale, dtype=torch.float64)
         scale[prompts] = seen_scale
         # The scales keep the total at 1 by construction; copies share their prompt's scale.
@@ -244,7 +236,8 @@ class LearnabilityWeighting:
             )
         mass = group_sums(probabilities, tracker.distinct_index, tracker.num_distinct)
         square = float(mass.square().sum())
-        self._first = first_occurrence(tracker.distinct_index, tracker.num_distinct)
+        first = first_occurrence(tracker.distinct_index, tracker.num_distinct)
+        self._shared = _SharedModes.none() if modes is None else _SharedModes.of(modes[first])
         self._cache = (base, modes, probabilities, mass, square)
         return probabilities, mass, square
 
@@ -258,21 +251,24 @@ class LearnabilityWeighting:
     ) -> torch.Tensor | None:
         """`base` with each mode whose informed members fall in `b` pass-rate bands weighing
         `b` times its weight (rule 2); `None` when no mode is split."""
-        first = self._first
+        shared = self._shared
         banded = own >= self.band_evidence
-        if not bool(banded.any()):
+        if shared.prompts.numel() == 0 or not bool(banded.any()):
             return None
         low, high = PASS_RATE_BANDS
         rates = pass_rate[banded]
-        bands = torch.where(rates < low, 0, torch.where(rates > high, 2, 1))
-        member_modes = modes[first[prompts[banded]]]
-        pairs = torch.unique(member_modes * 3 + bands)
-        split, count = torch.unique(torch.div(pairs, 3, rounding_mode="floor"), return_counts=True)
-        split, count = split[count > 1], count[count > 1]
-        if split.numel() == 0:
+        band = torch.full((self.tracker.num_distinct,), -1, dtype=torch.int64)
+        band[prompts[banded]] = torch.where(rates < low, 0, torch.where(rates > high, 2, 1))
+        member_band = band[shared.prompts]
+        known = member_band >= 0
+        present = torch.zeros(shared.count * 3, dtype=torch.bool)
+        present[shared.mode[known] * 3 + member_band[known]] = True
+        bands = present.view(shared.count, 3).sum(1)
+        split = bands > 1
+        if not bool(split.any()):
             return None
         factor = torch.ones(int(modes.max()) + 1, dtype=torch.float64)
-        factor[split] = count.double()
+        factor[shared.labels[split]] = bands[split].double()
         adjusted = base * factor[modes]
         return adjusted / adjusted.sum()
 
@@ -281,3 +277,133 @@ class LearnabilityWeighting:
             f"LearnabilityWeighting({self.tracker!r}, density={self.density!r}, "
             f"strength={self.strength}, explore={self.explore})"
         )
+
+
+@dataclass(frozen=True)
+class _SharedModes:
+    """The distinct prompts whose mode holds another distinct prompt: `prompts` `(P,)`,
+    `mode` `(P,)` their mode numbered `0..count-1`, `labels` `(count,)` those modes' labels."""
+
+    prompts: torch.Tensor
+    mode: torch.Tensor
+    labels: torch.Tensor
+    count: int
+
+    @staticmethod
+    def none() -> _SharedModes:
+        empty = torch.empty(0, dtype=torch.int64)
+        return _SharedModes(empty, empty, empty, 0)
+
+    @staticmethod
+    def of(prompt_modes: torch.Tensor) -> _SharedModes:
+        """From `(M,)` the mode label of each distinct prompt."""
+        prompt_modes = prompt_modes.to(torch.int64)
+        size = torch.bincount(prompt_modes)
+        prompts = torch.nonzero(size[prompt_modes] > 1)[:, 0]
+        labels, mode = torch.unique(prompt_modes[prompts], return_inverse=True)
+        return _SharedModes(prompts, mode, labels, int(labels.numel()))
+
+
+@dataclass
+class _Mixture:
+    """The combined weights as a function of `strength` (rules 3-4), per distinct prompt:
+    `seen` `(I,)` the density mass of each informed prompt and `factor` `(I,)` its
+    learnability factor; the prompts at the prior, `unseen_mass` in all (`unseen_square`
+    the sum of their squared masses), share `prior_factor`."""
+
+    seen: torch.Tensor
+    factor: torch.Tensor
+    unseen_mass: float
+    unseen_square: float
+    prior_factor: float
+    explore: float
+    # The last strength's scales: the floor's check and the weights use the same ones.
+    _last: tuple[float, tuple[float, torch.Tensor]] | None = None
+
+    def scales(self, strength: float) -> tuple[float, torch.Tensor]:
+        """The multiplier of the density mass: of every prompt at the prior, and of each
+        informed prompt."""
+        if self._last is not None and self._last[0] == strength:
+            return self._last[1]
+        self._last = (strength, self._scales(strength))
+        return self._last[1]
+
+    def _scales(self, strength: float) -> tuple[float, torch.Tensor]:
+        unseen_factor = math.pow(self.prior_factor, strength)
+        seen_factor = self.factor**strength
+        total = unseen_factor * self.unseen_mass + float((self.seen * seen_factor).sum())
+        if total <= 0.0:  # every prompt solved or failed for sure: density alone
+            return 1.0, torch.ones_like(self.seen)
+        keep = 1.0 - self.explore
+        return (
+            keep * unseen_factor / total + self.explore,
+            keep * seen_factor / total + self.explore,
+        )
+
+    def ess(self, strength: float) -> float:
+        """The distinct ESS of the combined weights."""
+        unseen_scale, seen_scale = self.scales(strength)
+        squares = unseen_scale**2 * self.unseen_square + float(
+            (self.seen * seen_scale).square().sum()
+        )
+        return 1.0 / squares
+
+    def strength_for(self, ess: float, *, high: float) -> float:
+        """The largest strength in `[0, high]` (to `high / 2^10`) whose ESS is at least
+        `ess`, given that `high`'s is not.
+
+        NOTE [ binned search ]: the ESS is a sum over the informed prompts, up to a million,
+        and a bisection evaluates it a dozen times. The prompts are binned by the logarithm
+        of their factor (`_FACTOR_BINS` bins: `factor^s` of a bin's prompts differs from its
+        centre's by under 0.5% at s = 4), so the search costs one pass over the prompts;
+        its answer is then checked exactly, and searched exactly only if that fails.
+        """
+        binned = self._binned_ess()
+        low, top = 0.0, high
+        for _ in range(_BINNED_BISECTION_STEPS):
+            middle = (low + top) / 2
+            low, top = (middle, top) if binned(middle) >= ess else (low, middle)
+        candidate = _on_grid(low, high)
+        if self.ess(candidate) >= ess:
+            return candidate
+        low, top = 0.0, candidate
+        for _ in range(_BISECTION_STEPS):
+            middle = (low + top) / 2
+            low, top = (middle, top) if self.ess(middle) >= ess else (low, middle)
+        return low
+
+    def _binned_ess(self) -> Callable[[float], float]:
+        """The ESS at a positive strength, from the prompts binned by log factor."""
+        positive = self.factor > 0
+        squares = self.seen.square()
+        zero_square = float(squares[~positive].sum())  # factor 0: only `explore` draws them
+        log_factor = self.factor[positive].log()
+        bottom = float(log_factor.min()) if log_factor.numel() else 0.0
+        width = max(-bottom, 1e-12) / _FACTOR_BINS
+        bins = ((log_factor - bottom) / width).floor().clamp(0, _FACTOR_BINS - 1).long()
+        mass = torch.bincount(bins, self.seen[positive], minlength=_FACTOR_BINS)
+        square = torch.bincount(bins, squares[positive], minlength=_FACTOR_BINS)
+        centre = bottom + width * (torch.arange(_FACTOR_BINS, dtype=torch.float64) + 0.5)
+        keep, explore = 1.0 - self.explore, self.explore
+
+        def ess(strength: float) -> float:
+            unseen_factor = math.pow(self.prior_factor, strength)
+            factor = torch.exp(strength * centre)
+            total = unseen_factor * self.unseen_mass + float((mass * factor).sum())
+            if total <= 0.0:
+                return 1.0 / (self.unseen_square + float(square.sum()) + zero_square)
+            scale = keep * factor / total + explore
+            unseen_scale = keep * unseen_factor / total + explore
+            return 1.0 / (
+                unseen_scale**2 * self.unseen_square
+                + float((square * scale.square()).sum())
+                + explore**2 * zero_square
+            )
+
+        return ess
+
+
+def _on_grid(strength: float, high: float) -> float:
+    """`strength` rounded down to the exact bisection's grid, `high / 2^10`."""
+    step = math.ldexp(high, -_BISECTION_STEPS)
+    return step * int(strength / step)
