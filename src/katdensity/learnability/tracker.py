@@ -251,17 +251,20 @@ class LearnabilityTracker:
         every = prompts.numel() == self._n_distinct  # late in a run: no gather needed
         if every:
             prompts = torch.arange(self._n_distinct)
-        own = (self._own if every else self._own[:, prompts]) * self._scale
-        evidence = own.clone()
-        own_count = own.sum(0)
+        own = self._own if every else self._own[:, prompts]  # stored units: times _scale
+        own_count = own.sum(0).mul_(self._scale)
+        alpha = own[0] * self._scale + self.prior[0]
+        beta = own[1] * self._scale + self.prior[1]
         if self._graph is not None:
-            borrowed = (self._borrowed if every else self._borrowed[:, prompts]) * self._scale
-            count = borrowed.sum(0)
+            borrowed = self._borrowed if every else self._borrowed[:, prompts]
+            count = borrowed.sum(0).mul_(self._scale)
             # At most borrow_limit completions, less as the prompt's own evidence grows.
             room = self.borrow_limit / (1.0 + own_count / max(self.borrow_limit, 1e-12))
             factor = torch.where(count > room, room / count.clamp_min(1e-300), 1.0)
-            evidence += borrowed * factor
-        return prompts, self.prior[0] + evidence[0], self.prior[1] + evidence[1], own_count
+            factor.mul_(self._scale)
+            alpha.addcmul_(borrowed[0], factor)
+            beta.addcmul_(borrowed[1], factor)
+        return prompts, alpha, beta, own_count
 
     def _posterior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(alpha, beta)` per distinct prompt, `(M,)` each."""

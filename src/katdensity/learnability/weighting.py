@@ -184,22 +184,25 @@ class LearnabilityWeighting:
         # NOTE [ cost ]: a prompt without evidence sits at the prior, so the prompts at the
         # prior are summed once (their mass and squared mass) and only the informed ones,
         # those the run has touched, are visited while the floor is searched: re-weighting a
-        # million prompts costs a few passes over them, not one per search step.
+        # million prompts costs a few passes over them, not one per search step. Late in a
+        # run every prompt is informed; the passes then avoid temporaries where they can
+        # (a fresh tensor of a million numbers costs more in page faults than the pass).
         prompts, alpha, beta, own = tracker.informed_posterior()
+        every = prompts.numel() == n_prompts
         density, mass, square = self._prepared(base, modes)
         if modes is not None:
-            split = self._split_modes(density, modes, prompts, alpha / (alpha + beta), own)
+            split = self._split_modes(density, modes, prompts, alpha, beta, own)
             if split is not None:
                 density = split
                 mass = group_sums(density, labels, n_prompts)
-                square = float(mass.square().sum())
-        seen = mass[prompts]
+                square = float(torch.dot(mass, mass))
+        seen = mass if every else mass[prompts]
         alpha0, beta0 = (torch.tensor([value], dtype=torch.float64) for value in tracker.prior)
         mix = _Mixture(
             seen=seen,
-            factor=(4.0 * beta_learnability(alpha, beta)).clamp(0.0, 1.0),
+            factor=_learnability_factor(alpha, beta),
             unseen_mass=max(1.0 - float(seen.sum()), 0.0),
-            unseen_square=max(square - float(seen.square().sum()), 0.0),
+            unseen_square=max(square - float(torch.dot(seen, seen)), 0.0),
             prior_factor=float(4.0 * beta_learnability(alpha0, beta0)),
             explore=self.explore,
         )
@@ -214,8 +217,11 @@ class LearnabilityWeighting:
             )
         self.strength_used_ = used
         unseen_scale, seen_scale = mix.scales(used)
-        scale = torch.full((n_prompts,), unseen_scale, dtype=torch.float64)
-        scale[prompts] = seen_scale
+        if every:
+            scale = seen_scale
+        else:
+            scale = torch.full((n_prompts,), unseen_scale, dtype=torch.float64)
+            scale[prompts] = seen_scale
         # The scales keep the total at 1 by construction; copies share their prompt's scale.
         return density * (scale if n_prompts == n else scale[labels])
 
@@ -246,7 +252,8 @@ class LearnabilityWeighting:
         base: torch.Tensor,
         modes: torch.Tensor,
         prompts: torch.Tensor,
-        pass_rate: torch.Tensor,
+        alpha: torch.Tensor,
+        beta: torch.Tensor,
         own: torch.Tensor,
     ) -> torch.Tensor | None:
         """`base` with each mode whose informed members fall in `b` pass-rate bands weighing
@@ -256,14 +263,20 @@ class LearnabilityWeighting:
         if shared.prompts.numel() == 0 or not bool(banded.any()):
             return None
         low, high = PASS_RATE_BANDS
-        rates = pass_rate[banded]
-        band = torch.full((self.tracker.num_distinct,), -1, dtype=torch.int64)
-        band[prompts[banded]] = torch.where(rates < low, 0, torch.where(rates > high, 2, 1))
-        member_band = band[shared.prompts]
-        known = member_band >= 0
-        present = torch.zeros(shared.count * 3, dtype=torch.bool)
-        present[shared.mode[known] * 3 + member_band[known]] = True
-        bands = present.view(shared.count, 3).sum(1)
+        # Band 0 failed, 1 learnable, 2 solved, 3 too little evidence: pass rate p < low is
+        # alpha < low (alpha + beta), and so on, without dividing.
+        total = alpha + beta
+        band = (alpha >= low * total).to(torch.uint8)
+        band += alpha > total.mul_(high)
+        band.masked_fill_(~banded, 3)
+        if prompts.numel() < self.tracker.num_distinct:
+            every = torch.full((self.tracker.num_distinct,), 3, dtype=torch.uint8)
+            every[prompts] = band
+            band = every
+        # Each shared prompt marks its (mode, band) cell; band 3 marks a column not counted.
+        present = torch.zeros(shared.count * 4, dtype=torch.bool)
+        present[shared.mode4 + band[shared.prompts]] = True
+        bands = present.view(shared.count, 4)[:, :3].sum(1)
         split = bands > 1
         if not bool(split.any()):
             return None
@@ -282,10 +295,11 @@ class LearnabilityWeighting:
 @dataclass(frozen=True)
 class _SharedModes:
     """The distinct prompts whose mode holds another distinct prompt: `prompts` `(P,)`,
-    `mode` `(P,)` their mode numbered `0..count-1`, `labels` `(count,)` those modes' labels."""
+    `mode4` `(P,)` four times their mode numbered `0..count-1`, `labels` `(count,)` those
+    modes' labels."""
 
     prompts: torch.Tensor
-    mode: torch.Tensor
+    mode4: torch.Tensor
     labels: torch.Tensor
     count: int
 
@@ -301,7 +315,7 @@ class _SharedModes:
         size = torch.bincount(prompt_modes)
         prompts = torch.nonzero(size[prompt_modes] > 1)[:, 0]
         labels, mode = torch.unique(prompt_modes[prompts], return_inverse=True)
-        return _SharedModes(prompts, mode, labels, int(labels.numel()))
+        return _SharedModes(prompts, 4 * mode, labels, int(labels.numel()))
 
 
 @dataclass
@@ -330,22 +344,21 @@ class _Mixture:
 
     def _scales(self, strength: float) -> tuple[float, torch.Tensor]:
         unseen_factor = math.pow(self.prior_factor, strength)
-        seen_factor = self.factor**strength
-        total = unseen_factor * self.unseen_mass + float((self.seen * seen_factor).sum())
+        seen_factor = self.factor.pow(strength)
+        total = unseen_factor * self.unseen_mass + float(torch.dot(self.seen, seen_factor))
         if total <= 0.0:  # every prompt solved or failed for sure: density alone
             return 1.0, torch.ones_like(self.seen)
         keep = 1.0 - self.explore
         return (
             keep * unseen_factor / total + self.explore,
-            keep * seen_factor / total + self.explore,
+            seen_factor.mul_(keep / total).add_(self.explore),
         )
 
     def ess(self, strength: float) -> float:
         """The distinct ESS of the combined weights."""
         unseen_scale, seen_scale = self.scales(strength)
-        squares = unseen_scale**2 * self.unseen_square + float(
-            (self.seen * seen_scale).square().sum()
-        )
+        seen_mass = torch.mul(self.seen, seen_scale)
+        squares = unseen_scale**2 * self.unseen_square + float(torch.dot(seen_mass, seen_mass))
         return 1.0 / squares
 
     def strength_for(self, ess: float, *, high: float) -> float:
@@ -374,15 +387,18 @@ class _Mixture:
 
     def _binned_ess(self) -> Callable[[float], float]:
         """The ESS at a positive strength, from the prompts binned by log factor."""
-        positive = self.factor > 0
-        squares = self.seen.square()
-        zero_square = float(squares[~positive].sum())  # factor 0: only `explore` draws them
-        log_factor = self.factor[positive].log()
-        bottom = float(log_factor.min()) if log_factor.numel() else 0.0
+        zero = self.factor == 0  # surely solved or failed: only `explore` draws them
+        smallest = float(self.factor.masked_fill(zero, 1.0).min()) if self.factor.numel() else 1.0
+        bottom = math.log(smallest)
         width = max(-bottom, 1e-12) / _FACTOR_BINS
-        bins = ((log_factor - bottom) / width).floor().clamp(0, _FACTOR_BINS - 1).long()
-        mass = torch.bincount(bins, self.seen[positive], minlength=_FACTOR_BINS)
-        square = torch.bincount(bins, squares[positive], minlength=_FACTOR_BINS)
+        # Bin `_FACTOR_BINS` holds the zeros.
+        bins = self.factor.clamp(min=smallest).log_().sub_(bottom).div_(width).floor_()
+        bins = bins.clamp_(0, _FACTOR_BINS - 1).long().masked_fill_(zero, _FACTOR_BINS)
+        squares = torch.mul(self.seen, self.seen)
+        mass = torch.zeros(_FACTOR_BINS + 1, dtype=torch.float64).index_add_(0, bins, self.seen)
+        square = torch.zeros(_FACTOR_BINS + 1, dtype=torch.float64).index_add_(0, bins, squares)
+        zero_square = float(square[-1])
+        mass, square = mass[:-1], square[:-1]
         centre = bottom + width * (torch.arange(_FACTOR_BINS, dtype=torch.float64) + 0.5)
         keep, explore = 1.0 - self.explore, self.explore
 
@@ -401,6 +417,13 @@ class _Mixture:
             )
 
         return ess
+
+
+def _learnability_factor(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """`4 E[p (1 - p)]` for `p ~ Beta(alpha, beta)`, in `[0, 1]` (rule 3's factor)."""
+    total = alpha + beta
+    denominator = total.add(1.0).mul_(total)
+    return torch.mul(alpha, beta).mul_(4.0).div_(denominator).clamp_(0.0, 1.0)
 
 
 def _on_grid(strength: float, high: float) -> float:
