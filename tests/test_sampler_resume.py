@@ -195,6 +195,27 @@ def test_a_replayed_chunked_epoch_draws_each_chunk_from_its_own_weights() -> Non
     assert list(resumed) == drawn
 
 
+def test_a_chunked_state_keeps_only_the_weights_still_to_be_drawn_from() -> None:
+    def build() -> InverseDensitySampler:
+        return InverseDensitySampler(_weights(0), num_samples=40, chunk_size=10, seed=4)
+
+    sampler, whole = build(), build()
+    iterator, uninterrupted = iter(sampler), iter(whole)
+    drawn = list(islice(iterator, 25))  # chunks 0 and 1 consumed, chunk 2 half
+    for chunk in range(3):
+        sampler.update_weights(_weights(chunk + 1))
+    expected = list(islice(uninterrupted, 25))
+    for chunk in range(3):
+        whole.update_weights(_weights(chunk + 1))
+    assert drawn == expected
+    state = sampler.state_dict()
+    # Chunks 0 and 1 are never drawn again: only chunk 2's weights are kept.
+    assert state["first_chunk"] == 2 and len(state["chunk_weights"]) == 1
+    resumed = build()
+    resumed.load_state_dict(_through_a_file(state))
+    assert list(resumed) == list(uninterrupted)
+
+
 def test_chunk_size_is_checked() -> None:
     with pytest.raises(ValueError, match="chunk_size needs replacement=True"):
         InverseDensitySampler(_weights(0), num_samples=10, replacement=False, chunk_size=5)

@@ -364,9 +364,10 @@ class InverseDensitySampler(Sampler[int]):
         """Everything needed to continue exactly where this rank's iteration stands.
 
         Holds the epoch, its seed, the number of indices already yielded in it, the weights
-        of each chunk of the epoch drawn so far (so a resume is exact even after
-        `update_weights`), the weights of what comes next, and the state of `generator`, if
-        one was given.
+        of the chunk in progress and of any chunk drawn after it (so a resume is exact even
+        after `update_weights`; chunks already consumed are never drawn again, so their
+        weights are left out), the weights of what comes next, and the state of
+        `generator`, if one was given.
 
         Args:
             consumed: the indices of the current epoch (the one in progress, else the last
@@ -382,6 +383,7 @@ class InverseDensitySampler(Sampler[int]):
         if consumed is not None:
             position = check_int("consumed", consumed, low=0, high=len(self) + 1)
             epoch, in_progress = self._drawn_epoch, True
+        first_chunk = position // max(self._chunk_length(), 1)
         return {
             "version": _STATE_VERSION,
             "epoch": epoch,
@@ -393,7 +395,8 @@ class InverseDensitySampler(Sampler[int]):
             "generator_state": None if self.generator is None else self.generator.get_state(),
             "num_samples": self.num_samples,
             "chunk_size": self.chunk_size,
-            "chunk_weights": [weights.clone() for weights in self._chunk_weights],
+            "first_chunk": first_chunk,
+            "chunk_weights": [weights.clone() for weights in self._chunk_weights[first_chunk:]],
             "weights": self._probabilities.clone(),
         }
 
@@ -433,8 +436,11 @@ class InverseDensitySampler(Sampler[int]):
                     f"state holds weights for {found.shape[0]} items, but this sampler has "
                     f"{self._probabilities.shape[0]}"
                 )
+        first_chunk = check_int("state['first_chunk']", state.get("first_chunk", 0), low=0)
         self._probabilities = weights
-        self._chunk_weights = chunk_weights
+        # The chunks before the first saved are consumed and never drawn again: only their
+        # count matters, so they hold a shared placeholder.
+        self._chunk_weights = [*[weights] * first_chunk, *chunk_weights]
         self._epoch = check_int("state['epoch']", state["epoch"])
         # Version 1 states predate generators: their epochs were seeded seed + epoch.
         self._epoch_seed = check_int(

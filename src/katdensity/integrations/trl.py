@@ -302,8 +302,8 @@ class _DensitySampling(_TrainerBase):
         ):
             weights = weighting(result)
         else:
-            # Given weights come without modes or a floor of their own to keep.
-            weights = weighting.combine(self._density_base)
+            # Given weights come without modes; the combined weights keep the floor.
+            weights = weighting.combine(self._density_base, min_ess_ratio=weighting.min_ess_ratio)
         return from_rank_zero(weights)
 
     def _refreshed_weights(self) -> torch.Tensor:

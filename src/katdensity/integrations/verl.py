@@ -35,6 +35,12 @@ repeats every prompt `actor_rollout_ref.rollout.n` times itself after drawing (`
 verl's `StatefulDataLoader` saves the sampler's `state_dict()` with every checkpoint
 (`data.pt`) and restores it on resume, which continues the interrupted epoch exactly.
 
+With `+data.density.learnability=true` the sampler draws each training batch
+(`data.train_batch_size` prompts) from density times learnability, learned from the rewards
+of the batches before: building it wraps the functions of verl's v1 and legacy trainers
+that see a training batch's rewards (see `katdensity.integrations._verl_learning`), and the
+tracker's evidence rides in the sampler's `state_dict()`.
+
 Importing this module needs no verl; `install`, `main` and the fallback to verl's sampler
 raise [`MissingDependencyError`][katdensity.MissingDependencyError] without it.
 """
@@ -45,7 +51,7 @@ import argparse
 import logging
 import runpy
 import sys
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any
@@ -58,10 +64,17 @@ from katdensity._validate import as_probabilities, check_int, check_real
 from katdensity.density.exact import ExactKNNDensity
 from katdensity.errors import InvalidInputError
 from katdensity.ids import match_ids
+from katdensity.integrations._verl_learning import (
+    LEARNABILITY_KEY,
+    LearnabilityFeed,
+    checked_reward_range,
+    hook_trainers,
+    learning_batch_size,
+)
 from katdensity.io import Prompt, load_embeddings, load_weights, read_prompts
 from katdensity.report import weight_report
 from katdensity.sampler import InverseDensitySampler
-from katdensity.weights import DEFAULT_MIN_ESS_RATIO, effective_sample_size, weigh
+from katdensity.weights import DEFAULT_MIN_ESS_RATIO, WeightResult, effective_sample_size, weigh
 
 __all__ = [
     "DEFAULT_ENTRY",
@@ -86,6 +99,7 @@ DEFAULT_ENTRY = "verl.trainer.main_ppo"
 _HOOK_KEY = "ray_kwargs.ray_init.runtime_env.worker_process_setup_hook"
 # Options that shape weights computed here; a weights file holds weights already computed.
 _WEIGHTING_OPTIONS = ("k", "beta", "max_weight_ratio", "uniform_mix", "min_ess_ratio")
+_LEARNABILITY_OPTIONS = ("reward_range", "learnability_strength", "learnability_half_life")
 
 _SamplerFactory = Callable[[Any, Any], Sampler[int]]
 _verl_create_rl_sampler: _SamplerFactory | None = None  # verl's own, once install() replaced it
@@ -113,6 +127,19 @@ class DensityOptions:
         min_ess_ratio: the smallest ESS over distinct prompts, as a share of their number,
             that `beta` is lowered to keep; `None` lets `beta` act in full (`embeddings` only).
         seed: seed of the draws; default `data.seed`, else 0.
+        learnability: also learn each prompt's pass rate from the rewards of every training
+            batch, and draw each next batch of prompts by density times learnability (see
+            [`LearnabilityWeighting`][katdensity.LearnabilityWeighting]). With
+            `embeddings`, near neighbours share evidence and outcomes split modes; with
+            `weights`, exact copies of a prompt share evidence.
+        reward_range: `(low, high)` of a completion's reward (`learnability` only).
+        learnability_strength: exponent of the learnability factor, 0 for density alone;
+            `None`: [`LearnabilityWeighting`][katdensity.LearnabilityWeighting]'s default
+            (`learnability` only).
+        learnability_half_life: training batches after which evidence counts half, so the
+            pass rates follow the policy as it changes; `None`: one epoch's batches
+            (distinct prompts / `data.train_batch_size`); a large number keeps nearly all
+            (`learnability` only).
     """
 
     weights: str | None = None
@@ -123,6 +150,10 @@ class DensityOptions:
     uniform_mix: float = 0.0
     min_ess_ratio: float | None = DEFAULT_MIN_ESS_RATIO
     seed: int | None = None
+    learnability: bool = False
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    learnability_strength: float | None = None
+    learnability_half_life: float | None = None
 
     def __post_init__(self) -> None:
         if (self.weights is None) == (self.embeddings is None):
@@ -148,6 +179,22 @@ class DensityOptions:
             )
         if self.seed is not None:
             check_int("data.density.seed", self.seed)
+        if not isinstance(self.learnability, bool):
+            raise InvalidInputError(
+                "data.density.learnability should be true or false, but got "
+                f"learnability={self.learnability!r}"
+            )
+        # Hydra gives a list as a ListConfig: kept as the tuple of floats it stands for.
+        object.__setattr__(self, "reward_range", checked_reward_range(self.reward_range))
+        if self.learnability_strength is not None:
+            check_real("data.density.learnability_strength", self.learnability_strength, low=0.0)
+        if self.learnability_half_life is not None:
+            check_real(
+                "data.density.learnability_half_life",
+                self.learnability_half_life,
+                low=0.0,
+                low_open=True,
+            )
 
     @classmethod
     def from_data_config(cls, data_config: Mapping[str, Any]) -> DensityOptions | None:
@@ -180,27 +227,90 @@ class DensityOptions:
                     "weights= names weights already computed; set it when writing them "
                     "(katdensity weights), or give embeddings= instead"
                 )
+        if options.get("learnability") is not True:
+            given = [name for name in _LEARNABILITY_OPTIONS if name in options]
+            if given:
+                raise InvalidInputError(
+                    f"data.density.{given[0]} shapes learnability, which is off; set "
+                    "+data.density.learnability=true, or drop it"
+                )
         return cls(**options)
 
 
 class DensitySampler(InverseDensitySampler):
     """The [`InverseDensitySampler`][katdensity.InverseDensitySampler] that verl's trainers get.
 
-    It draws exactly what an `InverseDensitySampler` with the same weights and seed draws.
-    The one difference is on resume: `load_state_dict` continues the interrupted epoch with
-    the weights it started with, as the base class does, and then draws from the weights this
-    sampler was built with rather than those saved in the checkpoint. So resuming a run with
-    a rewritten weights file (say, from prompts embedded by the current policy) applies the
-    new weights from the next epoch.
+    It draws exactly what an `InverseDensitySampler` with the same weights and arguments
+    draws. The one difference is on resume: `load_state_dict` continues the interrupted epoch
+    with the weights it started with, as the base class does, and then draws from the weights
+    this sampler was built with rather than those saved in the checkpoint. So resuming a run
+    with a rewritten weights file (say, from prompts embedded by the current policy) applies
+    the new weights from the next epoch.
+
+    With `learner`, the sampler draws in chunks of one training batch, and `state_dict()`
+    also holds the learnability state, which `load_state_dict` restores: the next chunk draws
+    from the weights of the interrupted run, or, if the density weights were rewritten, from
+    the new ones times the restored learnability.
+
+    Args:
+        *args: `InverseDensitySampler`'s arguments.
+        learner: the learnability the trainer hooks feed; `None` for density alone.
+        **kwargs: `InverseDensitySampler`'s keyword arguments.
     """
 
+    def __init__(self, *args: Any, learner: LearnabilityFeed | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.learner = learner
+
+    def __iter__(self) -> Iterator[int]:
+        learner = self.learner
+        for index in super().__iter__():
+            if learner is not None:
+                learner.note_drawn()
+            yield index
+
+    def state_dict(self, *, consumed: int | None = None) -> dict[str, Any]:
+        """`InverseDensitySampler.state_dict`, and the learnability state with a learner."""
+        state = super().state_dict(consumed=consumed)
+        if self.learner is not None:
+            state[LEARNABILITY_KEY] = self.learner.state_dict()
+        return state
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`; later epochs draw from this sampler's own weights."""
+        """Restore a `state_dict()`; later epochs (chunks, with a learner) draw from this
+        sampler's own weights.
+
+        Raises:
+            InvalidInputError: a state of another sampler, or of a run whose
+                `data.density.learnability` or `data.train_batch_size` differed.
+        """
+        if state.get("chunk_size") != self.chunk_size:
+            raise InvalidInputError(
+                f"the checkpoint's sampler drew chunks of {state.get('chunk_size')} prompts "
+                f"and this one draws {self.chunk_size}; keep data.density.learnability and "
+                "data.train_batch_size as they were when the checkpoint was written"
+            )
         configured = self.weights
         super().load_state_dict(state)
-        if not torch.equal(configured, self.weights):
-            logger.info("the weights differ from the checkpoint's; they apply from the next epoch")
-            self.update_weights(configured)
+        learner = self.learner
+        if learner is None:
+            if not torch.equal(configured, self.weights):
+                logger.info(
+                    "the weights differ from the checkpoint's; they apply from the next epoch"
+                )
+                self.update_weights(configured)
+            return
+        saved = state.get(LEARNABILITY_KEY)
+        if saved is None:
+            logger.warning("the checkpoint holds no learnability state: the tracker starts empty")
+        elif learner.load_state_dict(saved):
+            return  # the saved weights are those the uninterrupted run draws next
+        else:
+            logger.info(
+                "the density weights differ from the checkpoint's; times the restored "
+                "learnability, they apply from the next chunk"
+            )
+        self.update_weights(learner.weights())
 
 
 def dataset_prompts(dataset: Any, *, prompt_key: str = "prompt") -> list[Prompt]:
@@ -262,7 +372,7 @@ def density_weights(options: DensityOptions, prompts: Sequence[Prompt]) -> torch
     """
     if options.weights is not None:
         return _stored_weights(options.weights, [prompt.id for prompt in prompts])
-    return _computed_weights(str(options.embeddings), options, prompts)
+    return _computed_weights(str(options.embeddings), options, prompts).probabilities
 
 
 def _stored_weights(path: str, ids: Sequence[str]) -> torch.Tensor:
@@ -282,7 +392,7 @@ def _stored_weights(path: str, ids: Sequence[str]) -> torch.Tensor:
 
 def _computed_weights(
     path: str, options: DensityOptions, prompts: Sequence[Prompt]
-) -> torch.Tensor:
+) -> WeightResult:
     stored = load_embeddings(path)
     rows = _rows_for(stored.ids, [prompt.id for prompt in prompts], path)
     # verl builds the sampler in one process, even where a process group exists.
@@ -296,7 +406,31 @@ def _computed_weights(
     )
     report = weight_report(weighted)
     logger.info("%s\n%s", path, report.format([prompt.text for prompt in prompts]))
-    return weighted.probabilities
+    return weighted
+
+
+def _learner(
+    options: DensityOptions, prompts: Sequence[Prompt], batch_size: int
+) -> LearnabilityFeed:
+    """The learnability over the dataset's rows, with the trainer hooks that feed it."""
+    if options.weights is not None:
+        base = _stored_weights(options.weights, [prompt.id for prompt in prompts])
+        density, modes = None, None
+    else:
+        weighted = _computed_weights(str(options.embeddings), options, prompts)
+        base, density, modes = weighted.probabilities, weighted.density, weighted.modes
+    learner = LearnabilityFeed(
+        prompts,
+        base,
+        density=density,
+        modes=modes,
+        reward_range=options.reward_range,
+        batch_size=batch_size,
+        half_life=options.learnability_half_life,
+        strength=options.learnability_strength,
+    )
+    hook_trainers()
+    return learner
 
 
 def create_rl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler[int]:
@@ -316,7 +450,9 @@ def create_rl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler
     Raises:
         InvalidInputError: bad `data.density` options (see
             [`DensityOptions`][katdensity.integrations.verl.DensityOptions]), `data.density`
-            with `data.shuffle=False`, or a file that does not match the dataset.
+            with `data.shuffle=False`, or a file that does not match the dataset; with
+            `learnability`, dataloader workers, no `data.train_batch_size`, or rows without
+            their own `extra_info.index`.
         MissingDependencyError: no `data.density` section and verl is not installed.
     """
     options = DensityOptions.from_data_config(data_config)
@@ -334,15 +470,21 @@ def create_rl_sampler(data_config: Mapping[str, Any], dataset: Sized) -> Sampler
             f"has {len(prompts)}"
         )
     seed = options.seed if options.seed is not None else data_config.get("seed")
+    learner, chunk_size = None, None
+    if options.learnability:
+        chunk_size = learning_batch_size(data_config)
+        learner = _learner(options, prompts, chunk_size)
     # NOTE [ One draw, no repeats ]: verl's driver draws for every rank and splits batches
     # itself, so the draw is not sharded; it repeats each prompt rollout.n times after
     # drawing, so the sampler yields each drawn prompt once.
     return DensitySampler(
-        density_weights(options, prompts),
+        density_weights(options, prompts) if learner is None else learner.weights(),
         seed=0 if seed is None else check_int("data.seed", seed),
         num_replicas=1,
         rank=0,
         group_size=1,
+        chunk_size=chunk_size,
+        learner=learner,
     )
 
 
