@@ -67,7 +67,7 @@ from typing import Any
 import torch
 
 from examples import train_grpo, train_sft
-from examples.common import load_checkpoint, pad_batch, pick_device
+from examples.common import cpu_model, device_name, load_checkpoint, pad_batch, pick_device
 from examples.data import MODIFIERS, TEMPLATES, Example, load_data, on_topic, topic_reward
 from examples.gpt import GPT, load_model
 from examples.grpo import token_logprobs
@@ -294,9 +294,9 @@ def main(argv: list[str] | None = None) -> Path:
             f"{' '.join(experiment['grpo'])}, reward `topic_reward`."
         ),
         "machine": (
-            f"{platform.machine()} ({_cpu_model()}), {torch.get_num_threads()} torch threads, "
+            f"{platform.machine()} ({cpu_model()}), {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} CPU kernels), "
-            f"device {_device_name(device)}, {args.jobs} parallel run(s), "
+            f"device {device_name(device)}, {args.jobs} parallel run(s), "
             f"load average {load_before:.1f} when it started"
         ),
         "minutes": (time.time() - start) / 60,
@@ -329,21 +329,6 @@ def _phrasing(phrasing: dict[str, int], train: list[Example]) -> str:
     modifiers = phrasing.get("modifiers", len(MODIFIERS))
     endings = "no ending" if modifiers == 1 else f"the first {modifiers} endings"
     return f" ({distinct} distinct: {templates} templates, {endings})"
-
-
-def _device_name(device: torch.device) -> str:
-    """The device, with the GPU's name: another GPU trains other base models."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -193,14 +193,16 @@ def verdict(
     *,
     good: str = "density is better",
     bad: str = "density is worse",
+    unit: str = "base model",
 ) -> str:
-    """The two-sided 5% t test of a mean of `n` per-base estimates against 0.
+    """The two-sided 5% t test of a mean of `n` per-unit estimates against 0.
 
     `good` and `bad` say what a mean beyond the threshold in the `better` direction, or
-    the other one, means.
+    the other one, means; `unit` names what the estimates are per (a base model here, a
+    seed in `examples.real_lm`).
     """
     if math.isnan(se):
-        return "one base model: no standard error, no verdict"
+        return f"one {unit}: no standard error, no verdict"
     t = critical(n)
     if abs(mean) <= t * se:
         return f"no difference beyond {t:.2f} standard errors (t test, {n - 1} df)"
