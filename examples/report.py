@@ -87,6 +87,15 @@ _ALPHA, _POWER = 0.05, 0.80
 MAX_BASES = 10_000
 
 
+def secondary_header(arms: list[str], treatment: str) -> list[str]:
+    """The head of a secondary-metrics table: the metric, its better direction, the base
+    model, one column per arm and the treatment minus uniform."""
+    return [
+        f"| metric | better | base model | {' | '.join(arms)} | {treatment} − uniform |",
+        "|---|---|---|" + "---|" * len(arms) + "---|",
+    ]
+
+
 def marker(edge: str, section: str) -> str:
     """The line that starts (`edge="start"`) or ends a report's `section`.
 
@@ -397,10 +406,7 @@ def write_report(
         "",
         marker("start", "secondary"),
         "",
-        "| metric | better | base model | "
-        + " | ".join(a.name for a in ARMS)
-        + f" | {treatment} − uniform |",
-        "|---|---|---|" + "---|" * len(ARMS) + "---|",
+        *secondary_header([a.name for a in ARMS], treatment),
     ]
     for metric, name, direction in SECONDARY:
         base_value = statistics.fmean(runs.base[b][metric] for b in runs.bases)

@@ -34,6 +34,7 @@ from examples.report import (
     marker,
     mean_se,
     readings,
+    secondary_header,
     verdict,
 )
 
@@ -297,10 +298,7 @@ def write_report(path: Path, batch: Batch, *, title_note: str = "") -> None:
         "",
         marker("start", "secondary"),
         "",
-        "| metric | better | base model | "
-        + " | ".join(a.name for a in ARMS)
-        + f" | {TREATMENT} − uniform |",
-        "|---|---|---|" + "---|" * len(ARMS) + "---|",
+        *secondary_header([a.name for a in ARMS], TREATMENT),
     ]
     for metric, name, direction in SECONDARY:
         base = f"{batch.base[metric]:.3f}" if metric in batch.base else "-"

@@ -219,21 +219,25 @@ class DensityOptions:
             raise InvalidInputError(
                 f"data.density should hold only {', '.join(known)}, but got {', '.join(unknown)}"
             )
-        if options.get("weights") is not None:
-            given = [name for name in _WEIGHTING_OPTIONS if name in options]
-            if given:
-                raise InvalidInputError(
-                    f"data.density.{given[0]} shapes weights computed from embeddings=, but "
-                    "weights= names weights already computed; set it when writing them "
-                    "(katdensity weights), or give embeddings= instead"
-                )
-        if options.get("learnability") is not True:
-            given = [name for name in _LEARNABILITY_OPTIONS if name in options]
-            if given:
-                raise InvalidInputError(
-                    f"data.density.{given[0]} shapes learnability, which is off; set "
-                    "+data.density.learnability=true, or drop it"
-                )
+        # Options that would be ignored: (when, which, why and the fix).
+        for ignored, names, why in (
+            (
+                options.get("weights") is not None,
+                _WEIGHTING_OPTIONS,
+                "shapes weights computed from embeddings=, but weights= names weights "
+                "already computed; set it when writing them (katdensity weights), or give "
+                "embeddings= instead",
+            ),
+            (
+                options.get("learnability") is not True,
+                _LEARNABILITY_OPTIONS,
+                "shapes learnability, which is off; set +data.density.learnability=true, "
+                "or drop it",
+            ),
+        ):
+            given = [name for name in names if name in options]
+            if ignored and given:
+                raise InvalidInputError(f"data.density.{given[0]} {why}")
         return cls(**options)
 
 
