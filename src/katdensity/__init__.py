@@ -24,6 +24,7 @@ from katdensity.embedders import (
     HashingEmbedder,
     HiddenStateEmbedder,
     LogitEmbedder,
+    SentenceTransformerEmbedder,
     embed_distributed,
 )
 from katdensity.errors import InvalidInputError, KatDensityError, MissingDependencyError
@@ -62,6 +63,7 @@ __all__ = [
     "LogitEmbedder",
     "MissingDependencyError",
     "Neighbors",
+    "SentenceTransformerEmbedder",
     "WeightResult",
     "Weighting",
     "__version__",

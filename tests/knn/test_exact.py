@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,32 @@ def test_bfloat16_candidates_rescored_exactly(generator: torch.Generator) -> Non
     np.testing.assert_allclose(found.distances[same].numpy(), distances[same.numpy()], atol=2e-6)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dim", [32, 13])  # 13: padded to a width divisible by 8
+def test_int8_candidates_rescored_exactly(
+    metric: str, dim: int, generator: torch.Generator
+) -> None:
+    points = torch.randn(2000, dim, generator=generator) * 3.0 + 0.5
+    if metric == "ip":
+        points = torch.nn.functional.normalize(points, dim=1)
+    found = exact_knn(points, 10, metric=metric, precision="int8", memory_budget_bytes=100_000)  # type: ignore[arg-type]
+    distances, indices = _sklearn_knn(points, 10, metric)
+    # One scale for every row, 2k extra candidates re-scored in fp32: recall 1.0 on this set.
+    assert _recall(found.indices, indices) >= 0.999
+    same = torch.from_numpy(indices) == found.indices
+    np.testing.assert_allclose(found.distances[same].numpy(), distances[same.numpy()], atol=2e-5)
+
+
+def test_int8_streams_a_memmap_like_memory(generator: torch.Generator, tmp_path: Path) -> None:
+    points = torch.randn(1500, 24, generator=generator)
+    np.save(tmp_path / "rows.npy", points.numpy())
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    # A small budget: several panels, each quantised with the scale of the whole file.
+    streamed = exact_knn(mapped, 8, precision="int8", memory_budget_bytes=60_000)
+    in_memory = exact_knn(points, 8, precision="int8", memory_budget_bytes=60_000)
+    assert torch.equal(streamed.indices, in_memory.indices)
+
+
 def test_same_input_same_output(generator: torch.Generator) -> None:
     points = torch.randn(800, 8, generator=generator)
     first = exact_knn(points, 5, memory_budget_bytes=30_000)
@@ -100,35 +127,38 @@ def test_cuda_matches_cpu(generator: torch.Generator) -> None:
 
 
 def test_auto_precision_follows_the_measured_speed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU "auto" means bf16 only where a bf16 product is measured at least 1.5x as
-    fast as fp32, and never calibrates a small search."""
+    """On a CPU "auto" means the fastest of bf16 and int8 only where its product is measured
+    at least 1.5x as fast as fp32, and never calibrates a small search."""
     from katdensity.knn import _precision
 
     cpu = torch.device("cpu")
     measured: list[int] = []
 
-    def speedup(value: float) -> Callable[[int, int], float]:
-        def fake(dim: int, threads: int) -> float:
+    def speedups(bf16: float, int8: float) -> Callable[[int, int], dict[str, float]]:
+        def fake(dim: int, threads: int) -> dict[str, float]:
             measured.append(dim)
-            return value
+            return {"bfloat16": bf16, "int8": int8}
 
         return fake
 
-    monkeypatch.setattr(_precision, "bf16_speedup", speedup(2.0))
+    monkeypatch.setattr(_precision, "product_speedups", speedups(2.0, 0.05))
     assert _precision.auto_precision(cpu, 50_000, 384) == "bfloat16"
     assert measured == [384]
     assert _precision.auto_precision(cpu, 50_000, 100) == "bfloat16" and measured[-1] == 128
-    monkeypatch.setattr(_precision, "bf16_speedup", speedup(1.2))
+    monkeypatch.setattr(_precision, "product_speedups", speedups(2.0, 7.5))
+    assert _precision.auto_precision(cpu, 50_000, 384) == "int8"
+    monkeypatch.setattr(_precision, "product_speedups", speedups(1.2, 1.4))
     assert _precision.auto_precision(cpu, 50_000, 384) == "float32"
     measured.clear()
     assert _precision.auto_precision(cpu, 1_000, 384) == "float32" and measured == []
     assert _precision.auto_precision(torch.device("cuda"), 10, 8) == "bfloat16"
 
 
-def test_bf16_speedup_is_measured_once_per_width() -> None:
-    from katdensity.knn._precision import bf16_speedup
+def test_product_speedups_are_measured_once_per_width() -> None:
+    from katdensity.knn._precision import product_speedups
 
-    bf16_speedup.cache_clear()
-    first = bf16_speedup(64, torch.get_num_threads())
-    assert first > 0 and bf16_speedup(64, torch.get_num_threads()) == first
-    assert bf16_speedup.cache_info().hits == 1
+    product_speedups.cache_clear()
+    first = product_speedups(64, torch.get_num_threads())
+    assert set(first) == {"bfloat16", "int8"} and min(first.values()) > 0
+    assert product_speedups(64, torch.get_num_threads()) == first
+    assert product_speedups.cache_info().hits == 1

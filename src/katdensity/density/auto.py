@@ -61,8 +61,8 @@ class AutoKNNDensity(KNNDensityEstimator):
             the approximate one; `None` shows them on a terminal for long searches.
         distributed: share the exact search among the `torch.distributed` processes, as
             in [`ExactKNNDensity`][katdensity.ExactKNNDensity]; `False` searches alone.
-        precision: arithmetic of the exact search (`"auto"`, `"float32"`, `"bfloat16"`), as
-            in [`ExactKNNDensity`][katdensity.ExactKNNDensity].
+        precision: arithmetic of the exact search (`"auto"`, `"float32"`, `"bfloat16"`,
+            `"int8"`), as in [`ExactKNNDensity`][katdensity.ExactKNNDensity].
         memory_budget_bytes: bytes for one score tile of the exact search and its scratch.
         n_neighbors: NN-descent graph width of the approximate search; `None` derives it
             from `N` and `k` as in [`ApproxKNNDensity`][katdensity.ApproxKNNDensity].

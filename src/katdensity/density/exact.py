@@ -10,7 +10,12 @@ from katdensity._validate import check_choice, check_int
 from katdensity.density.estimator import KNNDensityEstimator
 from katdensity.density.formula import DEFAULT_K, DEFAULT_SMOOTHING
 from katdensity.knn._rows import RowSource, as_source
-from katdensity.knn.exact import DEFAULT_MEMORY_BUDGET_BYTES, Precision, search_rows
+from katdensity.knn.exact import (
+    DEFAULT_MEMORY_BUDGET_BYTES,
+    PRECISIONS,
+    Precision,
+    search_rows,
+)
 from katdensity.knn.neighbors import Metric, Neighbors
 
 __all__ = ["ExactKNNDensity"]
@@ -32,9 +37,9 @@ class ExactKNNDensity(KNNDensityEstimator):
             (see [`KNNDensityEstimator`][katdensity.density.estimator.KNNDensityEstimator]).
         smoothing: log-density smoothing steps over the neighbour graph (default 0, the
             plain k-NN estimate).
-        precision: `"float32"`, `"bfloat16"` (bf16 candidates re-scored in fp32), or `"auto"`
-            (bf16 on CUDA; on CPU bf16 only where it is measured faster, see
-            [`exact_knn`][katdensity.exact_knn]).
+        precision: `"float32"`, `"bfloat16"` or `"int8"` (bf16 or int8 candidates
+            re-scored in fp32), or `"auto"` (bf16 on CUDA; on CPU bf16 or int8 only where it
+            is measured faster, see [`exact_knn`][katdensity.exact_knn]).
         memory_budget_bytes: bytes for one score tile and its scratch space.
         progress: progress bar; `None` shows it on a terminal for long searches.
         distributed: share the search among the `torch.distributed` processes (every
@@ -67,7 +72,7 @@ class ExactKNNDensity(KNNDensityEstimator):
         super().__init__(k, metric, intrinsic_dim=intrinsic_dim, center=center, smoothing=smoothing)
         self.device = None if device is None else torch.device(device)
         self.precision: Precision = check_choice(  # type: ignore[assignment]
-            "precision", precision, ("auto", "float32", "bfloat16")
+            "precision", precision, PRECISIONS
         )
         self.memory_budget_bytes = check_int("memory_budget_bytes", memory_budget_bytes, low=1)
         self.progress = progress

@@ -6,6 +6,7 @@ from katdensity.embedders.external import ExternalEmbedder
 from katdensity.embedders.hashing import HashingEmbedder
 from katdensity.embedders.hidden_state import HiddenStateEmbedder, pool
 from katdensity.embedders.logits import LogitEmbedder
+from katdensity.embedders.sentence_transformer import SentenceTransformerEmbedder
 
 __all__ = [
     "Embedder",
@@ -13,6 +14,7 @@ __all__ = [
     "HashingEmbedder",
     "HiddenStateEmbedder",
     "LogitEmbedder",
+    "SentenceTransformerEmbedder",
     "embed_distributed",
     "pool",
 ]

@@ -11,11 +11,13 @@ from typing import Any
 import torch
 
 from katdensity._progress import progress_bar
-from katdensity._validate import check_int
-from katdensity.embedders.base import batches_by_length, check_texts, finish_embeddings
+from katdensity._validate import check_choice, check_int
+from katdensity.embedders._precision import EmbedPrecision, resolve_precision, running_in
+from katdensity.embedders.base import batches_by_tokens, check_texts, finish_embeddings
 from katdensity.errors import InvalidInputError
 
 __all__ = [
+    "LM_PRECISIONS",
     "HiddenStatesFn",
     "LanguageModelEmbedder",
     "accepts_position_ids",
@@ -23,6 +25,10 @@ __all__ = [
     "positions",
     "tokenize",
 ]
+
+# int8 needs a quantised copy of the model, which these embedders (often given the policy
+# being trained) do not make: only SentenceTransformerEmbedder offers it.
+LM_PRECISIONS: tuple[EmbedPrecision, ...] = ("auto", "float32", "bfloat16")
 
 HiddenStatesFn = Callable[[torch.Tensor, torch.Tensor], Sequence[torch.Tensor]]
 """`forward(input_ids, attention_mask) -> per-layer hidden states`, each `(B, T, H)`."""
@@ -56,8 +62,9 @@ class LanguageModelEmbedder(abc.ABC):
     """Runs a tokenizer and a model over texts in length-sorted, padded batches.
 
     Subclasses turn one padded batch into one row per text in `_embed_batch`; this class
-    handles validation, batching by length (output in input order), padding, devices,
-    eval mode (restored afterwards), `torch.inference_mode()` and progress.
+    handles validation, batching by length and tokens (output in input order), padding,
+    devices, eval mode (restored afterwards), `torch.inference_mode()`, bf16 autocast and
+    progress.
     """
 
     def __init__(
@@ -67,16 +74,22 @@ class LanguageModelEmbedder(abc.ABC):
         *,
         normalize: bool,
         batch_size: int,
+        tokens_per_batch: int,
         max_length: int,
         device: str | torch.device | None,
         pad_token_id: int | None,
         forward: HiddenStatesFn | None,
+        precision: EmbedPrecision,
         progress: bool | None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.normalize = normalize
         self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.tokens_per_batch = check_int("tokens_per_batch", tokens_per_batch, low=1)
+        self.precision: EmbedPrecision = check_choice(  # type: ignore[assignment]
+            "precision", precision, LM_PRECISIONS
+        )
         self.max_length = check_int("max_length", max_length, low=1)
         self.device = None if device is None else torch.device(device)
         self.pad_token_id = pad_token_id if pad_token_id is not None else _pad_id(tokenizer)
@@ -102,13 +115,15 @@ class LanguageModelEmbedder(abc.ABC):
         left = getattr(self.tokenizer, "padding_side", "right") == "left" and (
             self.forward is not None or is_hf_model(self.model)
         )
-        batches = list(batches_by_length([len(ids) for ids in token_ids], self.batch_size))
+        lengths = [len(ids) for ids in token_ids]
+        batches = list(batches_by_tokens(lengths, self.tokens_per_batch, self.batch_size))
+        precision = resolve_precision(self.precision, device, _width(self.model))
         output: torch.Tensor | None = None
         was_training = bool(getattr(self.model, "training", False))
         if was_training:
             self.model.eval()
         try:
-            with torch.inference_mode():
+            with running_in(precision, device):
                 bar = progress_bar(
                     batches,
                     total=len(batches),
@@ -159,6 +174,16 @@ class LanguageModelEmbedder(abc.ABC):
             for parameter in parameters():
                 return torch.device(parameter.device)
         return torch.device("cpu")
+
+
+def _width(model: Any) -> int:
+    """The model's hidden width, for the bf16 timing of `precision="auto"`."""
+    config = getattr(model, "config", None)
+    for name in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 512
 
 
 def accepts_position_ids(model: Any) -> bool:

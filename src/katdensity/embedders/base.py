@@ -11,7 +11,13 @@ import torch
 from katdensity._validate import as_embeddings
 from katdensity.errors import InvalidInputError
 
-__all__ = ["Embedder", "batches_by_length", "check_texts", "finish_embeddings"]
+__all__ = [
+    "Embedder",
+    "batches_by_length",
+    "batches_by_tokens",
+    "check_texts",
+    "finish_embeddings",
+]
 
 
 @runtime_checkable
@@ -75,3 +81,21 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def batches_by_tokens(
+    lengths: Sequence[int], tokens_per_batch: int, max_rows: int
+) -> Iterator[list[int]]:
+    """Index batches over the whole set sorted by length (longest first), each padded batch
+    holding at most `tokens_per_batch` tokens (rows x its longest text) and `max_rows` rows.
+
+    Short texts then share large batches and long ones small batches, so a forward pass
+    costs about the same whatever the lengths; a text longer than the budget goes alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    start = 0
+    while start < len(order):
+        longest = max(1, lengths[order[start]])
+        rows = max(1, min(max_rows, tokens_per_batch // longest))
+        yield order[start : start + rows]
+        start += rows

@@ -7,22 +7,23 @@ from typing import Any
 import torch
 
 from katdensity._optional import require
-from katdensity.embedders.external import ExternalEmbedder
 from katdensity.embedders.hidden_state import HiddenStateEmbedder
 from katdensity.embedders.logits import LogitEmbedder
+from katdensity.embedders.sentence_transformer import SentenceTransformerEmbedder
 
 __all__ = ["hf_hidden_state_embedder", "hf_logit_embedder", "sentence_transformer_embedder"]
 
 
 def sentence_transformer_embedder(
     model: str, *, device: str | None = None, **kwargs: Any
-) -> ExternalEmbedder:
-    """An [`ExternalEmbedder`][katdensity.embedders.ExternalEmbedder] over sentence-transformers.
+) -> SentenceTransformerEmbedder:
+    """A [`SentenceTransformerEmbedder`][katdensity.SentenceTransformerEmbedder] of a model.
 
     Args:
         model: a local folder, or a hub name already in the cache, for `SentenceTransformer`.
         device: where the model runs; `None` lets sentence-transformers choose.
-        **kwargs: passed to `ExternalEmbedder` (`normalize`, `batch_size`, `progress`).
+        **kwargs: passed to `SentenceTransformerEmbedder` (`precision`, `tokens_per_batch`,
+            `max_batch_size`, `normalize`, `progress`).
 
     Raises:
         MissingDependencyError: sentence-transformers is not installed (extra `st`).
@@ -33,7 +34,7 @@ def sentence_transformer_embedder(
         purpose="the sentence-transformers embedder",
         package="sentence-transformers",
     )
-    return ExternalEmbedder(
+    return SentenceTransformerEmbedder(
         sentence_transformers.SentenceTransformer(model, device=device), **kwargs
     )
 

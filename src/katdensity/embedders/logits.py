@@ -15,6 +15,7 @@ from katdensity.embedders._language_model import (
     is_hf_model,
     positions,
 )
+from katdensity.embedders._precision import EmbedPrecision
 from katdensity.embedders.hidden_state import pool, token_index
 from katdensity.errors import InvalidInputError
 
@@ -56,11 +57,16 @@ class LogitEmbedder(LanguageModelEmbedder):
         linear_head: whether `head` is affine; `None` decides from the model's config
             (a soft-capped head is not).
         normalize: L2-normalise the rows.
-        batch_size: texts per forward pass.
+        batch_size: most texts per forward pass.
+        tokens_per_batch: most padded tokens (rows x longest text) per forward pass: texts
+            are sorted by length over the whole call, so long texts go in smaller batches.
         max_length: tokens kept per text.
         device: where the model runs; `None` uses the device of its parameters.
         pad_token_id: id used for padding (masked, so its value does not matter).
         forward: adapter `(input_ids, attention_mask) -> hidden states per layer`.
+        precision: `"float32"` runs the model as it is; `"bfloat16"` under bf16 autocast
+            (the model's weights are not changed); `"auto"` is bf16 on CUDA and on CPUs
+            measured to multiply bf16 at least 1.5x faster than fp32, else as it is.
         progress: progress bar over batches.
     """
 
@@ -76,10 +82,12 @@ class LogitEmbedder(LanguageModelEmbedder):
         linear_head: bool | None = None,
         normalize: bool = True,
         batch_size: int = 16,
+        tokens_per_batch: int = 8192,
         max_length: int = 512,
         device: str | torch.device | None = None,
         pad_token_id: int | None = None,
         forward: HiddenStatesFn | None = None,
+        precision: EmbedPrecision = "float32",
         progress: bool | None = None,
     ) -> None:
         super().__init__(
@@ -87,10 +95,12 @@ class LogitEmbedder(LanguageModelEmbedder):
             tokenizer,
             normalize=normalize,
             batch_size=batch_size,
+            tokens_per_batch=tokens_per_batch,
             max_length=max_length,
             device=device,
             pad_token_id=pad_token_id,
             forward=forward,
+            precision=precision,
             progress=progress,
         )
         self.pooling: LogitPooling = check_choice("pooling", pooling, ("mean", "last"))  # type: ignore[assignment]
@@ -160,12 +170,14 @@ class LogitEmbedder(LanguageModelEmbedder):
             return  # an adapter model: the caller vouches for head
         ids = input_ids[0][mask[0].bool()][:8].view(1, -1)
         ones = torch.ones_like(ids)
-        ours = self.head(self._final_hidden(ids, ones)).float()
-        if is_hf_model(self.model):
-            theirs = self.model(input_ids=ids, attention_mask=ones).logits
-        else:
-            out = self.model(ids)
-            theirs = out["logits"] if isinstance(out, dict) else out
+        # In fp32 whatever the precision: the check is about the head, not bf16 rounding.
+        with torch.autocast(ids.device.type, enabled=False):
+            ours = self.head(self._final_hidden(ids, ones)).float()
+            if is_hf_model(self.model):
+                theirs = self.model(input_ids=ids, attention_mask=ones).logits
+            else:
+                out = self.model(ids)
+                theirs = out["logits"] if isinstance(out, dict) else out
         theirs = theirs.float()
         span = theirs.shape[1]  # nanoGPT returns only the last position at inference
         if not torch.allclose(ours[:, -span:], theirs, atol=1e-3, rtol=1e-3):

@@ -16,7 +16,15 @@ from katdensity._progress import progress_bar
 from katdensity._validate import finite_rows
 from katdensity.errors import InvalidInputError
 
-__all__ = ["MappedRows", "RowSource", "TensorRows", "as_source", "in_memory", "on_device"]
+__all__ = [
+    "MappedRows",
+    "RowSource",
+    "TensorRows",
+    "as_source",
+    "in_memory",
+    "largest_magnitude",
+    "on_device",
+]
 
 _READ_BYTES = 64 * 2**20
 
@@ -141,6 +149,16 @@ def in_memory(rows: torch.Tensor | RowSource, *, progress: bool | None = None) -
         stop = min(rows.n, start + step)
         whole[start:stop] = rows.block(start, stop)
     return whole
+
+
+def largest_magnitude(rows: RowSource) -> float:
+    """The largest absolute value of all the rows (read in blocks, no temporary copy)."""
+    step = max(1, _READ_BYTES // (4 * rows.dim))
+    largest = 0.0
+    for start in range(0, rows.n, step):
+        low, high = torch.aminmax(rows.block(start, min(rows.n, start + step)))
+        largest = max(largest, -float(low), float(high))
+    return largest
 
 
 def as_source(

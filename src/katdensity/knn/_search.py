@@ -41,13 +41,28 @@ _DENSE_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How a search scores: candidates kept per row, product dtype, tile side, progress."""
+    """How a search scores: candidates kept per row, product dtype, tile side, progress.
+
+    With int8 products every row is quantised with the same `int8_scale` (127 over the
+    largest absolute value of the whole set), so one tile's integer scores rank candidates
+    exactly as `int8_scale**2` times the real products would: no per-entry rescaling.
+    """
 
     n_candidates: int
     scoring_dtype: torch.dtype
     euclidean: bool
     tile: int
     progress: bool | None
+    int8_scale: float = 1.0
+
+    def quantised(self, rows: torch.Tensor) -> torch.Tensor:
+        """fp32 rows cast to the scoring dtype (int8: scaled, rounded, saturated)."""
+        if self.scoring_dtype != torch.int8:
+            return rows.to(self.scoring_dtype)
+        scaled = rows * self.int8_scale
+        if rows.shape[1] % 8:  # CUDA's int8 product wants a width divisible by 8; zeros add 0
+            scaled = torch.nn.functional.pad(scaled, (0, 8 - rows.shape[1] % 8))
+        return scaled.round_().clamp_(-127, 127).to(torch.int8)
 
 
 @dataclass(frozen=True)
@@ -69,16 +84,20 @@ class Block:
         valid = rows.shape[0]
         if size != valid:
             rows = torch.cat([rows, rows.new_zeros(size - valid, rows.shape[1])])
-        half = 0.5 * rows.square().sum(1) if settings.euclidean else None
-        return cls(rows.to(settings.scoring_dtype), valid, offset, half)
+        half = None
+        if settings.euclidean:
+            # In the units of the int8 scores: products there are scale^2 times the real ones.
+            half = (0.5 * settings.int8_scale**2) * rows.square().sum(1)
+        return cls(settings.quantised(rows), valid, offset, half)
 
 
 @dataclass(frozen=True)
 class Scratch:
     """Tile buffers reused by every product of a search.
 
-    `scores` holds a tile's fp32 scores. A bf16 search multiplies into `product` first: a
-    fresh output tensor per tile would cost page faults as large as the product itself.
+    `scores` holds a tile's fp32 scores. A bf16 (int8) search multiplies into a bf16 (int32)
+    `product` first: a fresh output tensor per tile would cost page faults as large as the
+    product itself.
     """
 
     scores: torch.Tensor
@@ -87,7 +106,7 @@ class Scratch:
     @classmethod
     def of(cls, side: int, settings: SearchSettings, device: torch.device) -> Scratch:
         """Buffers for tiles of at most `side x side` scores."""
-        dtype = settings.scoring_dtype
+        dtype = {torch.int8: torch.int32}.get(settings.scoring_dtype, settings.scoring_dtype)
         low = None if dtype == torch.float32 else torch.empty(side**2, dtype=dtype, device=device)
         return cls(torch.empty(side**2, dtype=torch.float32, device=device), low)
 
@@ -195,7 +214,10 @@ def _tile_product(
     if raw is None:
         torch.mm(rows, cols.T, out=out)
     else:
-        torch.mm(rows, cols.T, out=raw)
+        if rows.dtype == torch.int8:
+            torch._int_mm(rows, cols.T, out=raw)
+        else:
+            torch.mm(rows, cols.T, out=raw)
         # The filter reads the tile several times: fp32 reductions are ~10x faster on CPU.
         out.copy_(raw)
 

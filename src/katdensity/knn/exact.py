@@ -19,7 +19,7 @@ from katdensity._progress import progress_counter
 from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
 from katdensity.knn._precision import auto_precision
-from katdensity.knn._rows import MappedRows, RowSource, TensorRows, on_device
+from katdensity.knn._rows import MappedRows, RowSource, TensorRows, largest_magnitude, on_device
 from katdensity.knn._search import (
     GROUP,
     Block,
@@ -33,9 +33,10 @@ from katdensity.knn._search import (
 )
 from katdensity.knn.neighbors import METRICS, Metric, Neighbors
 
-__all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "Precision", "exact_knn", "rescore"]
+__all__ = ["DEFAULT_MEMORY_BUDGET_BYTES", "PRECISIONS", "Precision", "exact_knn", "rescore"]
 
-Precision = Literal["auto", "float32", "bfloat16"]
+Precision = Literal["auto", "float32", "bfloat16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16", "int8")
 # Bytes for one score tile and its scratch space, unless the caller sets them.
 DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 
@@ -54,7 +55,7 @@ def exact_knn(
 
     The work runs on the device `embeddings` lives on. Peak extra memory is about
     `memory_budget_bytes` for the score tile plus `N * c * 12` bytes for the running top-k
-    (`c = k` candidates per row, `k + max(8, 2k)` with bf16) plus, in memory, one padded
+    (`c = k` candidates per row, `k + max(8, 2k)` with bf16 or int8) plus, in memory, one padded
     copy of the rows: no `N x N` matrix is ever formed.
 
     A `numpy.memmap` (e.g. `np.load("emb.npy", mmap_mode="r")`) is streamed instead of
@@ -81,10 +82,13 @@ def exact_knn(
         precision: `"float32"` ranks with fp32 products. `"bfloat16"` ranks candidates with
             bf16 products (fast on GPUs and CPUs with bf16 units), keeping a margin of extra
             candidates that are then re-scored in fp32; ties within bf16 rounding can differ
-            from the fp32 result. `"auto"` picks `"bfloat16"` on CUDA; on a CPU it times one
-            tile product in each dtype (once per process, for searches of 20,000 rows or
-            more) and picks `"bfloat16"` only where it is at least 1.5x faster than fp32
-            (fp32 when the search is distributed over CPU processes).
+            from the fp32 result. `"int8"` does the same with int8 products (every row
+            scaled by one factor, 127 over the largest absolute value): several times the
+            bf16 rate on CPUs with VNNI or AMX, and far slower on those without.
+            `"auto"` picks `"bfloat16"` on CUDA; on a CPU it times one tile product in each
+            dtype (once per process, for searches of 20,000 rows or more) and picks the
+            fastest of int8 and bf16 only where it is at least 1.5x faster than fp32 (fp32
+            when the search is distributed over CPU processes).
         memory_budget_bytes: bytes allowed for the score tile and its scratch space.
         progress: show a progress bar; `None` shows one on a terminal for long runs.
         distributed: split the search over the `torch.distributed` processes; `None` (the
@@ -124,7 +128,7 @@ def search_rows(
         raise InvalidInputError(f"embeddings should have at least 2 rows, but got {n}")
     check_int("k", k, low=1, high=n)
     check_choice("metric", metric, METRICS)
-    check_choice("precision", precision, ("auto", "float32", "bfloat16"))
+    check_choice("precision", precision, PRECISIONS)
     check_int("memory_budget_bytes", memory_budget_bytes, low=1)
     use_distributed = _use_distributed(distributed)
     result_device = source.device
@@ -135,19 +139,21 @@ def search_rows(
         # between ranks, so a distributed CPU search stays with fp32.
         cpu_group = use_distributed and source.device.type == "cpu"
         precision = "float32" if cpu_group else auto_precision(source.device, n, source.dim)
-    tile = _tile_size(memory_budget_bytes, bf16=precision == "bfloat16")
+    tile = _tile_size(memory_budget_bytes, precision=precision)
     panel = n if isinstance(source, TensorRows) else (memory_budget_bytes // 2) // (4 * source.dim)
     if panel < tile:  # wide rows: keep a panel within half the budget
         tile = max(GROUP, panel // GROUP * GROUP)
+    coarse = precision != "float32"
     search = SearchSettings(
-        # bf16 scores are coarse: keep extra candidates so the fp32 re-scoring can reorder
-        # them. 2k extra reach recall@10 0.9994 on 50,000 sentence-like vectors (k extra:
-        # 0.991; benchmarks/bench_knn.py).
-        n_candidates=min(n - 1, k + max(8, 2 * k)) if precision == "bfloat16" else k,
-        scoring_dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32,
+        # bf16 and int8 scores are coarse: keep extra candidates so the fp32 re-scoring can
+        # reorder them. 2k extra reach recall@10 0.9994 on 50,000 sentence-like vectors (k
+        # extra: 0.991; benchmarks/bench_knn.py).
+        n_candidates=min(n - 1, k + max(8, 2 * k)) if coarse else k,
+        scoring_dtype=_SCORING_DTYPES[precision],
         euclidean=metric == "euclidean",
         tile=tile,
         progress=progress,
+        int8_scale=127.0 / max(largest_magnitude(source), 1e-30) if precision == "int8" else 1.0,
     )
     if use_distributed:
         from katdensity.knn.distributed import ring_search
@@ -184,10 +190,14 @@ def _use_distributed(requested: bool | None) -> bool:
     return requested
 
 
-def _tile_size(memory_budget_bytes: int, *, bf16: bool) -> int:
+_SCORING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+
+
+def _tile_size(memory_budget_bytes: int, *, precision: Precision) -> int:
     # A tile holds the fp32 scores plus about as much again of scratch (group maxima,
-    # masks, gathered candidates), and with bf16 the raw bf16 product too.
-    side = int(math.sqrt(memory_budget_bytes / (10 if bf16 else 8)))
+    # masks, gathered candidates), and with bf16 (int8) the raw bf16 (int32) product too.
+    bytes_per_score = {"float32": 8, "bfloat16": 10, "int8": 12}[precision]
+    side = int(math.sqrt(memory_budget_bytes / bytes_per_score))
     return max(GROUP, side // GROUP * GROUP)
 
 
