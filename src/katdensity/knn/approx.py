@@ -62,7 +62,11 @@ def approx_knn(
     in fp32, so they match [`exact_knn`][katdensity.exact_knn] wherever the neighbours do.
 
     pynndescent compiles its kernels with numba on first use in every process, which takes
-    tens of seconds; later calls in the same process are fast.
+    tens of seconds. katdensity keeps the compiled NN-descent kernels in a disk cache
+    (`~/.cache/katdensity/numba`, or under `$XDG_CACHE_HOME`), keyed on the Python, numba
+    and pynndescent versions, so only the first call in an environment compiles; a new
+    process after that loads them in a second or two. `KATDENSITY_NUMBA_CACHE=0` turns the
+    cache off.
 
     Args:
         embeddings: `(N, D)` finite tensor or array.
@@ -93,11 +97,14 @@ def approx_knn(
     )
     # A core dependency, imported here because it is slow to import and may have been removed.
     pynndescent = require("pynndescent", extra=None, purpose="approximate kNN")
+    from katdensity.knn._pynndescent_cache import enable_pynndescent_cache
+
+    enable_pynndescent_cache()
     if metric == "cosine" and not _unit_rows(points):
         points = torch.nn.functional.normalize(points, dim=1)
     start = time.perf_counter()
     logger.info(
-        "building the NN-descent graph (n_neighbors=%d); the first call in a process "
+        "building the NN-descent graph (n_neighbors=%d); the first call in an environment "
         "JIT-compiles pynndescent (tens of seconds)",
         width,
     )
