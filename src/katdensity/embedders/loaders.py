@@ -23,7 +23,7 @@ def sentence_transformer_embedder(
         model: a local folder, or a hub name already in the cache, for `SentenceTransformer`.
         device: where the model runs; `None` lets sentence-transformers choose.
         **kwargs: passed to `SentenceTransformerEmbedder` (`precision`, `tokens_per_batch`,
-            `max_batch_size`, `normalize`, `progress`).
+            `batch_size`, `normalize`, `progress`).
 
     Raises:
         MissingDependencyError: sentence-transformers is not installed (extra `st`).

@@ -44,7 +44,7 @@ class SentenceTransformerEmbedder:
             much further than with bf16); `"auto"` is bf16 on CUDA and on CPUs measured to
             multiply bf16 at least 1.5x faster than fp32, else `"float32"`.
         tokens_per_batch: most padded tokens (rows x longest text) per forward pass.
-        max_batch_size: most texts per forward pass.
+        batch_size: most texts per forward pass.
         normalize: L2-normalise the rows.
         progress: progress bar over batches; `None` shows one on a terminal for long runs.
 
@@ -58,7 +58,7 @@ class SentenceTransformerEmbedder:
         *,
         precision: EmbedPrecision = "auto",
         tokens_per_batch: int = 8192,
-        max_batch_size: int = 256,
+        batch_size: int = 256,
         normalize: bool = True,
         progress: bool | None = None,
     ) -> None:
@@ -72,7 +72,7 @@ class SentenceTransformerEmbedder:
             "precision", precision, EMBED_PRECISIONS
         )
         self.tokens_per_batch = check_int("tokens_per_batch", tokens_per_batch, low=1)
-        self.max_batch_size = check_int("max_batch_size", max_batch_size, low=1)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
         self.normalize = normalize
         self.progress = progress
         self._dim: int | None = known_dim(model)
@@ -90,7 +90,7 @@ class SentenceTransformerEmbedder:
         precision = resolve_precision(self.precision, device, self._dim or 384)
         model = self._int8() if precision == "int8" else self.model
         batches = list(
-            batches_by_tokens(self._token_counts(texts), self.tokens_per_batch, self.max_batch_size)
+            batches_by_tokens(self._token_counts(texts), self.tokens_per_batch, self.batch_size)
         )
         bar = progress_bar(
             batches, total=len(batches), progress=self.progress, desc="embedding", unit="batch"
