@@ -173,6 +173,10 @@ def search_pair(
     same = cols is None
     other = rows if cols is None else cols
     tile, k = settings.tile, settings.n_candidates
+    # int8 products are exact int32 scores in one scale: the filter reads them as they are
+    # (a widening pass costs more than the product). bf16 ones, and euclidean scores, which
+    # subtract fp32 norms, are widened to fp32 first.
+    widen = settings.scoring_dtype != torch.int8 or settings.euclidean
     row_starts = range(0, rows.points.shape[0], tile)
     col_starts = range(0, other.points.shape[0], tile)
     if same:
@@ -184,13 +188,16 @@ def search_pair(
     for i, j in pairs:
         r0, c0 = row_starts[i], col_starts[j]
         r1, c1 = min(r0 + tile, rows.points.shape[0]), min(c0 + tile, other.points.shape[0])
-        product, raw = scratch.tile(r1 - r0, c1 - c0)
-        _tile_product(rows.points[r0:r1], other.points[c0:c1], out=product, raw=raw)
+        scores, raw = scratch.tile(r1 - r0, c1 - c0)
+        product = _tile_product(
+            rows.points[r0:r1], other.points[c0:c1], out=scores, raw=raw, widen=widen
+        )
+        lowest = _lowest(product.dtype)
         if same and i == j:
-            product.fill_diagonal_(_NEG_INF)
+            product.fill_diagonal_(lowest)
         # Padding rows are never candidates (their own top-k is dropped at the end).
-        product[max(0, rows.valid - r0) :, :] = _NEG_INF
-        product[:, max(0, other.valid - c0) :] = _NEG_INF
+        product[max(0, rows.valid - r0) :, :] = lowest
+        product[:, max(0, other.valid - c0) :] = lowest
         # Rows of the tile as queries, its columns as candidates.
         if other.half_sq_norms is not None:
             product.sub_(other.half_sq_norms[c0:c1])
@@ -207,19 +214,31 @@ def search_pair(
 
 
 def _tile_product(
-    rows: torch.Tensor, cols: torch.Tensor, *, out: torch.Tensor, raw: torch.Tensor | None
-) -> None:
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    *,
+    out: torch.Tensor,
+    raw: torch.Tensor | None,
+    widen: bool,
+) -> torch.Tensor:
+    """The tile's scores: fp32 in `out`, or the raw int32 product when not `widen`."""
     # torch's own GEMM, not NumPy's: NumPy's BLAS is a little faster alone on some CPUs,
     # but its spinning thread pool then slows every torch operation between the products.
     if raw is None:
-        torch.mm(rows, cols.T, out=out)
+        return torch.mm(rows, cols.T, out=out)
+    if rows.dtype == torch.int8:
+        torch._int_mm(rows, cols.T, out=raw)
     else:
-        if rows.dtype == torch.int8:
-            torch._int_mm(rows, cols.T, out=raw)
-        else:
-            torch.mm(rows, cols.T, out=raw)
-        # The filter reads the tile several times: fp32 reductions are ~10x faster on CPU.
-        out.copy_(raw)
+        torch.mm(rows, cols.T, out=raw)
+    if not widen:
+        return raw
+    # The filter reads the tile several times: fp32 reductions are ~10x faster on CPU.
+    return out.copy_(raw)
+
+
+def _lowest(dtype: torch.dtype) -> float:
+    """A score below every real one: `-inf`, or the smallest int32 for raw int8 products."""
+    return float(torch.iinfo(dtype).min) if dtype == torch.int32 else _NEG_INF
 
 
 def _update(
@@ -241,12 +260,13 @@ def _update(
         return
     if n_hits * GROUP > _DENSE_FRACTION * n_queries * n_cands:
         top_scores, top_cols = torch.topk(scores, min(k, n_cands), dim=1)
+        top_scores = top_scores.float()  # (int32 scores of an int8 search)
         _merge_rows(best_scores, best_indices, queries, top_scores, top_cols + cand_start, k)
         return
     query_ids, group_ids = hits.nonzero(as_tuple=True)
     members = torch.arange(GROUP, device=scores.device)
     group_cols = group_ids[:, None] * GROUP + members  # (hits, G) local candidate columns
-    group_values = _gather_groups(scores, query_ids, group_ids)  # (hits, G)
+    group_values = _gather_groups(scores, query_ids, group_ids).float()  # (hits, G)
     # Second stage: of the surviving groups, keep the single entries that beat the threshold.
     hit_rows, hit_members = (group_values > threshold[query_ids, None]).nonzero(as_tuple=True)
     query_ids = query_ids[hit_rows]
@@ -258,7 +278,7 @@ def _update(
     first_hit = torch.cumsum(counts, 0) - counts
     position = torch.arange(query_ids.numel(), device=scores.device) - first_hit[query_ids]
     width = int(counts.max())
-    padded_values = scores.new_full((active.numel(), width), _NEG_INF)
+    padded_values = values.new_full((active.numel(), width), _NEG_INF)
     padded_cols = torch.zeros((active.numel(), width), dtype=torch.int64, device=scores.device)
     slots = slot_of_query[query_ids]
     padded_values[slots, position] = values

@@ -8,6 +8,7 @@ panels streamed from a memory-mapped file, or shards spread over `torch.distribu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -55,8 +56,8 @@ def exact_knn(
 
     The work runs on the device `embeddings` lives on. Peak extra memory is about
     `memory_budget_bytes` for the score tile plus `N * c * 12` bytes for the running top-k
-    (`c = k` candidates per row, `k + max(8, 2k)` with bf16 or int8) plus, in memory, one padded
-    copy of the rows: no `N x N` matrix is ever formed.
+    (`c = k` candidates per row, `k + max(8, 2k)` with bf16, `k + max(8, k)` with int8)
+    plus, in memory, one padded copy of the rows: no `N x N` matrix is ever formed.
 
     A `numpy.memmap` (e.g. `np.load("emb.npy", mmap_mode="r")`) is streamed instead of
     loaded: blocks of rows ("panels" of at most `memory_budget_bytes / 2`, two held at a
@@ -83,8 +84,9 @@ def exact_knn(
             bf16 products (fast on GPUs and CPUs with bf16 units), keeping a margin of extra
             candidates that are then re-scored in fp32; ties within bf16 rounding can differ
             from the fp32 result. `"int8"` does the same with int8 products (every row
-            scaled by one factor, 127 over the largest absolute value): several times the
-            bf16 rate on CPUs with VNNI or AMX, and far slower on those without.
+            scaled by one factor, 127 over the largest absolute value; `k + max(8, k)`
+            candidates): up to several times the bf16 rate on CPUs with VNNI or AMX, and far
+            slower on those without.
             `"auto"` picks `"bfloat16"` on CUDA; on a CPU it times one tile product in each
             dtype (once per process, for searches of 20,000 rows or more) and picks the
             fastest of int8 and bf16 only where it is at least 1.5x faster than fp32 (fp32
@@ -143,12 +145,12 @@ def search_rows(
     panel = n if isinstance(source, TensorRows) else (memory_budget_bytes // 2) // (4 * source.dim)
     if panel < tile:  # wide rows: keep a panel within half the budget
         tile = max(GROUP, panel // GROUP * GROUP)
-    coarse = precision != "float32"
     search = SearchSettings(
-        # bf16 and int8 scores are coarse: keep extra candidates so the fp32 re-scoring can
-        # reorder them. 2k extra reach recall@10 0.9994 on 50,000 sentence-like vectors (k
-        # extra: 0.991; benchmarks/bench_knn.py).
-        n_candidates=min(n - 1, k + max(8, 2 * k)) if coarse else k,
+        # Reduced-precision scores are coarse: keep extra candidates for the fp32 re-scoring
+        # to reorder. On 50,000 sentence-like vectors (benchmarks/bench_knn.py) bf16 needs 2k
+        # extra for recall@10 0.9994 (k extra: 0.992); int8, finer there (one scale, 8 bits
+        # where bf16 keeps 8 of mantissa), reaches 0.99995 with k extra (2k: 1.0).
+        n_candidates=min(n - 1, k + _EXTRA_CANDIDATES[precision](k)),
         scoring_dtype=_SCORING_DTYPES[precision],
         euclidean=metric == "euclidean",
         tile=tile,
@@ -191,6 +193,11 @@ def _use_distributed(requested: bool | None) -> bool:
 
 
 _SCORING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+_EXTRA_CANDIDATES: dict[str, Callable[[int], int]] = {
+    "float32": lambda k: 0,
+    "bfloat16": lambda k: max(8, 2 * k),
+    "int8": lambda k: max(8, k),
+}
 
 
 def _tile_size(memory_budget_bytes: int, *, precision: Precision) -> int:
