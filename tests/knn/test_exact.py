@@ -93,6 +93,15 @@ def test_int8_candidates_rescored_exactly(
     np.testing.assert_allclose(found.distances[same].numpy(), distances[same.numpy()], atol=2e-5)
 
 
+def test_int8_keeps_every_point_when_k_is_n_minus_1(generator: torch.Generator) -> None:
+    # Padding and the diagonal sit at the lowest int32 score: no real candidate loses to them.
+    points = torch.randn(70, 5, generator=generator)
+    found = exact_knn(points, 69, precision="int8")
+    assert found.indices.sort(dim=1).values.tolist() == [
+        [j for j in range(70) if j != i] for i in range(70)
+    ]
+
+
 def test_int8_streams_a_memmap_like_memory(generator: torch.Generator, tmp_path: Path) -> None:
     points = torch.randn(1500, 24, generator=generator)
     np.save(tmp_path / "rows.npy", points.numpy())
