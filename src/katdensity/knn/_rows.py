@@ -18,6 +18,7 @@ from katdensity.errors import InvalidInputError
 
 __all__ = [
     "MappedRows",
+    "PermutedRows",
     "RowSource",
     "TensorRows",
     "as_source",
@@ -118,6 +119,21 @@ class MappedRows(RowSource):
         if self.normalize:
             rows.div_(torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min_(1e-12))
         return rows.to(self.device)
+
+
+class PermutedRows(RowSource):
+    """Another source's rows in another order: row `i` here is row `order[i]` there."""
+
+    def __init__(self, rows: RowSource, order: torch.Tensor) -> None:
+        self.rows = rows
+        self.order = order
+        self.n, self.dim, self.device = rows.n, rows.dim, rows.device
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return self.rows.take(self.order[start:stop])
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return self.rows.take(self.order[index])
 
 
 def on_device(rows: RowSource, device: torch.device) -> RowSource:

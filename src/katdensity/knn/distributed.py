@@ -44,8 +44,7 @@ def ring_search(
         return start, max(0, min(shard, n - start))
 
     start, valid = rows_of(rank)
-    rows = source.block(start, start + valid) if valid else source.block(0, 0)
-    own = Block.of(rows, start, settings, shard)
+    own = Block.read(source, start, shard, settings)
     best = TopK.empty(shard, settings.n_candidates, device)
     scratch = Scratch.of(min(settings.tile, shard), settings, device)
     search_pair(own, best, None, None, settings, scratch, lambda: None)

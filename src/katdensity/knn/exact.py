@@ -19,8 +19,16 @@ from katdensity._distributed import group_initialised, process_group
 from katdensity._progress import progress_counter
 from katdensity._validate import as_embeddings, check_choice, check_int
 from katdensity.errors import InvalidInputError
+from katdensity.knn._order import locality_order
 from katdensity.knn._precision import auto_precision
-from katdensity.knn._rows import MappedRows, RowSource, TensorRows, largest_magnitude, on_device
+from katdensity.knn._rows import (
+    MappedRows,
+    PermutedRows,
+    RowSource,
+    TensorRows,
+    largest_magnitude,
+    on_device,
+)
 from katdensity.knn._search import (
     GROUP,
     Block,
@@ -161,6 +169,15 @@ def search_rows(
         from katdensity.knn.distributed import ring_search
 
         found = ring_search(source, search, k=k, metric=metric)
+    elif panel >= n > tile:
+        # Several tiles of one panel: search the rows in an order that puts neighbours in
+        # the same or nearby tiles, where the group filter prunes sooner.
+        order = locality_order(
+            source, n_clusters=_clusters_for(-(-n // tile)), spherical=metric != "euclidean"
+        )
+        scores, candidates = _panel_search(PermutedRows(source, order), search, panel_rows=panel)
+        scores, candidates = _in_input_order(scores, candidates, order)
+        found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
     else:
         scores, candidates = _panel_search(source, search, panel_rows=panel)
         found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
@@ -228,19 +245,31 @@ def _panel_search(
     ) as bar:
         scratch = Scratch.of(min(settings.tile, padded(n)), settings, source.device)
         for p, start in enumerate(starts):
-            rows = _load(source, start, sizes[p], settings)
+            rows = Block.read(source, start, sizes[p], settings)
             rows_best = best.rows(start, start + sizes[p])
             search_pair(rows, rows_best, None, None, settings, scratch, bar.update)
             for q in range(p + 1, len(starts)):
-                cols = _load(source, starts[q], sizes[q], settings)
+                cols = Block.read(source, starts[q], sizes[q], settings)
                 cols_best = best.rows(starts[q], starts[q] + sizes[q])
                 search_pair(rows, rows_best, cols, cols_best, settings, scratch, bar.update)
     return best.scores[:n], best.indices[:n]
 
 
-def _load(source: RowSource, start: int, size: int, settings: SearchSettings) -> Block:
-    stop = min(source.n, start + size)
-    return Block.of(source.block(start, stop), start, settings, size)
+def _clusters_for(tiles: int) -> int:
+    # About four clusters a tile; 16 at least (a handful of clusters orders little), 256 at
+    # most (assigning every row to a centre costs N x clusters products).
+    return min(256, max(16, 4 * tiles))
+
+
+def _in_input_order(
+    scores: torch.Tensor, candidates: torch.Tensor, order: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k lists found in `order` (rows and candidate numbers), back in the input's order."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    candidates = candidates[inverse]
+    # -1 marks a missing candidate (a bug `finish` reports): keep it as it is.
+    return scores[inverse], torch.where(candidates >= 0, order[candidates.clamp_min(0)], candidates)
 
 
 def rescore(
