@@ -7,7 +7,9 @@ the top-k of its rows *and*, transposed, of its columns. Ranking a whole tile wi
 would then cost more than the product itself, so once every query holds k candidates a tile
 is scanned in groups of 32 consecutive entries: the group maximum is compared with the
 query's current k-th best score, and only groups that can improve it are gathered and
-merged. In all but the first tiles that is a tiny fraction.
+merged. In all but the first tiles that is a tiny fraction. The columns' update reuses the
+rows' group maxima (the maximum of each 32 x 32 block) instead of reading the tile again,
+and a query's first tile ranks only its k groups of largest maximum.
 """
 
 from __future__ import annotations
