@@ -126,6 +126,14 @@ def test_external_checks_what_the_encoder_returns(encoder: object, message: str)
         ExternalEmbedder(encoder).embed(["x", "y"])
 
 
+def test_external_rejects_a_width_that_changes_between_batches() -> None:
+    def encoder(texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), 3 if len(texts) == 2 else 5))
+
+    with pytest.raises(InvalidInputError, match="returned width 5 after width 3"):
+        ExternalEmbedder(encoder, batch_size=2).embed(["aaa", "b", "cc"])
+
+
 def test_external_rejects_non_encoders() -> None:
     with pytest.raises(InvalidInputError, match="encode"):
         ExternalEmbedder(42)

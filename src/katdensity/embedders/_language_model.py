@@ -10,10 +10,14 @@ from typing import Any
 
 import torch
 
-from katdensity._progress import progress_bar
 from katdensity._validate import check_choice, check_int
 from katdensity.embedders._precision import EmbedPrecision, resolve_precision, running_in
-from katdensity.embedders.base import batches_by_tokens, check_texts, finish_embeddings
+from katdensity.embedders.base import (
+    batches_by_tokens,
+    check_texts,
+    embed_batches,
+    finish_embeddings,
+)
 from katdensity.errors import InvalidInputError
 
 __all__ = [
@@ -118,29 +122,22 @@ class LanguageModelEmbedder(abc.ABC):
         lengths = [len(ids) for ids in token_ids]
         batches = list(batches_by_tokens(lengths, self.tokens_per_batch, self.batch_size))
         precision = resolve_precision(self.precision, device, _width(self.model))
-        output: torch.Tensor | None = None
         was_training = bool(getattr(self.model, "training", False))
+
+        def embed_batch(batch: list[int]) -> torch.Tensor:
+            input_ids, mask = _pad([token_ids[i] for i in batch], self.pad_token_id, left)
+            return self._embed_batch(input_ids.to(device), mask.to(device)).float().cpu()
+
         if was_training:
             self.model.eval()
         try:
             with running_in(precision, device):
-                bar = progress_bar(
-                    batches,
-                    total=len(batches),
-                    progress=self.progress,
-                    desc="embedding",
-                    unit="batch",
+                output = embed_batches(
+                    batches, len(texts), embed_batch, progress=self.progress, source=repr(self)
                 )
-                for batch in bar:
-                    input_ids, mask = _pad([token_ids[i] for i in batch], self.pad_token_id, left)
-                    rows = self._embed_batch(input_ids.to(device), mask.to(device)).float().cpu()
-                    if output is None:
-                        output = torch.empty(len(texts), rows.shape[1])
-                    output[torch.tensor(batch)] = rows
         finally:
             if was_training:
                 self.model.train()
-        assert output is not None  # texts is non-empty
         self._dim = int(output.shape[1])
         return finish_embeddings(output, len(texts), normalize=self.normalize, source=repr(self))
 

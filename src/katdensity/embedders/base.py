@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from katdensity._progress import progress_bar
 from katdensity._validate import as_embeddings
 from katdensity.errors import InvalidInputError
 
@@ -99,3 +100,45 @@ def batches_by_tokens(
         rows = max(1, min(max_rows, tokens_per_batch // longest))
         yield order[start : start + rows]
         start += rows
+
+
+def embed_batches(
+    batches: Sequence[list[int]],
+    n_texts: int,
+    embed_batch: Callable[[list[int]], torch.Tensor],
+    *,
+    progress: bool | None,
+    source: str,
+) -> torch.Tensor:
+    """Run `embed_batch` on each batch of text positions and put the rows back in input order.
+
+    Args:
+        batches: lists of positions in the input (together, each position once).
+        n_texts: the number of texts.
+        embed_batch: positions to their `(len(batch), D)` float32 CPU rows.
+        progress: show a progress bar over the batches; `None` shows one on a terminal.
+        source: what made the rows, for the error message.
+
+    Returns:
+        `(n_texts, D)` float32: row `i` for text `i`.
+
+    Raises:
+        InvalidInputError: two batches came back with different widths.
+    """
+    output: torch.Tensor | None = None
+    bar = progress_bar(
+        batches, total=len(batches), progress=progress, desc="embedding", unit="batch"
+    )
+    for batch in bar:
+        rows = embed_batch(batch)
+        if output is None:
+            output = torch.empty(n_texts, rows.shape[1])
+        elif rows.shape[1] != output.shape[1]:
+            raise InvalidInputError(
+                f"{source} returned width {rows.shape[1]} after width {output.shape[1]}; "
+                "it should return the same width for every batch"
+            )
+        output[torch.tensor(batch)] = rows
+    if output is None:
+        raise InvalidInputError("there were no texts to embed; pass at least one")
+    return output

@@ -8,9 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from katdensity._progress import progress_bar
 from katdensity._validate import check_int
-from katdensity.embedders.base import batches_by_length, check_texts, finish_embeddings
+from katdensity.embedders.base import (
+    batches_by_length,
+    check_texts,
+    embed_batches,
+    finish_embeddings,
+)
 from katdensity.errors import InvalidInputError
 
 __all__ = ["ExternalEmbedder", "known_dim"]
@@ -71,25 +75,17 @@ class ExternalEmbedder:
         texts = check_texts(texts)
         encode = self._encode_function()
         batches = list(batches_by_length([len(text) for text in texts], self.batch_size))
-        parts: list[torch.Tensor] = []
-        bar = progress_bar(
-            batches, total=len(batches), progress=self.progress, desc="embedding", unit="batch"
-        )
-        for indices in bar:
-            batch = [texts[i] for i in indices]
-            vectors = encode(batch)
+
+        def embed_batch(batch: list[int]) -> torch.Tensor:
+            vectors = encode([texts[i] for i in batch])
             vectors = (
                 vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
             )
-            part = finish_embeddings(vectors, len(batch), normalize=False, source="the encoder")
-            if parts and part.shape[1] != parts[0].shape[1]:
-                raise InvalidInputError(
-                    f"the encoder returned width {part.shape[1]} after width {parts[0].shape[1]}; "
-                    "it should return the same width for every batch"
-                )
-            parts.append(part)
-        embeddings = parts[0].new_empty((len(texts), parts[0].shape[1]))
-        embeddings[torch.tensor([i for indices in batches for i in indices])] = torch.cat(parts)
+            return finish_embeddings(vectors, len(batch), normalize=False, source="the encoder")
+
+        embeddings = embed_batches(
+            batches, len(texts), embed_batch, progress=self.progress, source="the encoder"
+        )
         self._dim = int(embeddings.shape[1])
         return finish_embeddings(
             embeddings, len(texts), normalize=self.normalize, source="the encoder"

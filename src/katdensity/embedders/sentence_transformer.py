@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from katdensity._progress import progress_bar
 from katdensity._validate import check_choice, check_int
 from katdensity.embedders._precision import (
     EMBED_PRECISIONS,
@@ -16,7 +15,12 @@ from katdensity.embedders._precision import (
     resolve_precision,
     running_in,
 )
-from katdensity.embedders.base import batches_by_tokens, check_texts, finish_embeddings
+from katdensity.embedders.base import (
+    batches_by_tokens,
+    check_texts,
+    embed_batches,
+    finish_embeddings,
+)
 from katdensity.embedders.external import known_dim
 from katdensity.errors import InvalidInputError
 
@@ -92,23 +96,20 @@ class SentenceTransformerEmbedder:
         batches = list(
             batches_by_tokens(self._token_counts(texts), self.tokens_per_batch, self.batch_size)
         )
-        bar = progress_bar(
-            batches, total=len(batches), progress=self.progress, desc="embedding", unit="batch"
-        )
-        output: torch.Tensor | None = None
+
+        def embed_batch(batch: list[int]) -> torch.Tensor:
+            rows = model.encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+            return torch.as_tensor(rows).float().cpu()
+
         with running_in(precision, device):
-            for batch in bar:
-                rows = model.encode(
-                    [texts[i] for i in batch],
-                    batch_size=len(batch),
-                    convert_to_tensor=True,
-                    show_progress_bar=False,
-                )
-                rows = torch.as_tensor(rows).float().cpu()
-                if output is None:
-                    output = torch.empty(len(texts), rows.shape[1])
-                output[torch.tensor(batch)] = rows
-        assert output is not None  # texts is non-empty
+            output = embed_batches(
+                batches, len(texts), embed_batch, progress=self.progress, source=repr(self)
+            )
         self._dim = int(output.shape[1])
         return finish_embeddings(output, len(texts), normalize=self.normalize, source=repr(self))
 
