@@ -144,6 +144,22 @@ def test_int8_streams_a_memmap_like_memory(generator: torch.Generator, tmp_path:
     assert torch.equal(streamed.indices, in_memory.indices)
 
 
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_streamed_clustered_rows_match_sklearn(
+    precision: str, generator: torch.Generator, tmp_path: Path
+) -> None:
+    # Several panels: rows are reordered only within each panel (each read as one range).
+    centres = torch.randn(12, 16, generator=generator) * 2.0
+    labels = torch.randint(0, 12, (2000,), generator=generator)
+    points = centres[labels] + torch.randn(2000, 16, generator=generator)
+    np.save(tmp_path / "rows.npy", points.numpy())
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    found = exact_knn(mapped, 10, precision=precision, memory_budget_bytes=200_000)  # type: ignore[arg-type]
+    distances, indices = _sklearn_knn(points, 10, "cosine")
+    assert _recall(found.indices, indices) >= (0.9999 if precision == "float32" else 0.999)
+    np.testing.assert_allclose(found.distances[:, -1].numpy(), distances[:, -1], atol=2e-5)
+
+
 def test_same_input_same_output(generator: torch.Generator) -> None:
     points = torch.randn(800, 8, generator=generator)
     first = exact_knn(points, 5, memory_budget_bytes=30_000)

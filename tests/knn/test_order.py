@@ -63,3 +63,21 @@ def test_more_clusters_than_rows_is_fine(generator: torch.Generator) -> None:
     points = torch.randn(5, 4, generator=generator)
     order = locality_order(TensorRows(points, normalize=True), n_clusters=64, spherical=True)
     assert torch.equal(order.sort().values, torch.arange(5))
+
+
+def test_a_run_keeps_rows_in_their_range(generator: torch.Generator) -> None:
+    centres = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    points, labels = _blobs(centres, 100, 0.02, generator)
+    order = locality_order(
+        TensorRows(points, normalize=True), n_clusters=8, spherical=True, run=150
+    )
+    # Rows 0-149, 150-299 and 300-399 are each permuted among themselves...
+    for start, stop in ((0, 150), (150, 300), (300, 400)):
+        assert torch.equal(order[start:stop].sort().values, torch.arange(start, stop))
+    # ...and each range lists its blobs one after another, in the same order.
+    assert _blob_changes(order[:150], labels) == 3
+    blob_order = [
+        labels[order[start:stop]].unique_consecutive().tolist()
+        for start, stop in ((0, 150), (150, 300))
+    ]
+    assert blob_order[0] == blob_order[1]

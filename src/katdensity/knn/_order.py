@@ -26,7 +26,9 @@ _SAMPLE_PER_CLUSTER = 64
 _BLOCK_ROWS = 16_384
 
 
-def locality_order(source: RowSource, *, n_clusters: int, spherical: bool) -> torch.Tensor:
+def locality_order(
+    source: RowSource, *, n_clusters: int, spherical: bool, run: int | None = None
+) -> torch.Tensor:
     """A permutation of `source`'s rows: clusters in a chain of similar ones, input order within.
 
     Args:
@@ -34,6 +36,8 @@ def locality_order(source: RowSource, *, n_clusters: int, spherical: bool) -> to
         n_clusters: how many clusters to group the rows into (at most `source.n`).
         spherical: cluster directions (cosine and inner-product searches) rather than
             positions (euclidean).
+        run: if given, rows are only reordered within consecutive runs of this many rows
+            (the panels a streamed search reads), each run in the same cluster order.
 
     Returns:
         `(N,)` int64 on `source.device`: row `i` of the new order is row `order[i]`.
@@ -56,8 +60,12 @@ def locality_order(source: RowSource, *, n_clusters: int, spherical: bool) -> to
         stop = min(source.n, start + _BLOCK_ROWS)
         rows = _prepared(source.block(start, stop), spherical)
         labels[start:stop] = _nearest(rows, centres, spherical)
-    rank = _chain(centres.cpu(), spherical).to(source.device)
-    return torch.sort(rank[labels], stable=True).indices
+    key = _chain(centres.cpu(), spherical).to(source.device)[labels]
+    if run is not None and run < source.n:
+        key += torch.arange(source.n, device=source.device).div(run, rounding_mode="floor") * (
+            n_clusters
+        )
+    return torch.sort(key, stable=True).indices
 
 
 def _evenly_spaced(n: int, count: int, device: torch.device) -> torch.Tensor:

@@ -39,6 +39,8 @@ GROUP = 32
 _NEG_INF = float("-inf")
 # Above this fraction of a tile surviving the group filter, a plain top-k is cheaper.
 _DENSE_FRACTION = 0.2
+# Above this fraction of a tile's 32 x 32 blocks passing, the columns' update reads the tile.
+_BLOCK_FRACTION = 0.25
 # Rows are cast into a block this many fp32 bytes at a time.
 _READ_BYTES = 64 * 2**20
 
@@ -338,9 +340,16 @@ def _update_columns(
     n_row_groups, n_col_groups = n_rows // GROUP, n_cols // GROUP
     block_max = row_groups.view(n_row_groups, GROUP, n_col_groups).amax(1)
     lowest_threshold = threshold.view(n_col_groups, GROUP).amin(1)
-    row_group_ids, col_group_ids = (block_max > lowest_threshold).nonzero(as_tuple=True)
-    if row_group_ids.numel() == 0:
+    passing = block_max > lowest_threshold
+    n_passing = int(passing.sum())
+    if n_passing == 0:
         return
+    if n_passing > _BLOCK_FRACTION * passing.numel():
+        # Thresholds still low (rows in input order, early tiles): gathering that many
+        # blocks costs more than a pass over the tile for the columns' own group maxima.
+        _update(best_scores, best_indices, tile.T, query_start, cand_start, k)
+        return
+    row_group_ids, col_group_ids = passing.nonzero(as_tuple=True)
     # (blocks, G rows, G columns), each block's rows read as G contiguous runs.
     members = torch.arange(GROUP, device=tile.device)
     runs = (row_group_ids[:, None] * GROUP + members) * n_col_groups + col_group_ids[:, None]

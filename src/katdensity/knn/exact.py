@@ -169,17 +169,22 @@ def search_rows(
         from katdensity.knn.distributed import ring_search
 
         found = ring_search(source, search, k=k, metric=metric)
-    elif panel >= n > tile:
-        # Several tiles of one panel: search the rows in an order that puts neighbours in
-        # the same or nearby tiles, where the group filter prunes sooner.
+    elif n > tile:
+        # Several tiles: search the rows in an order that puts neighbours in the same or
+        # nearby tiles, where the group filter prunes sooner. Rows move only within their
+        # panel, so a streamed file is still read one contiguous range at a time.
+        panel = _panel_rows(n, panel, tile)
         order = locality_order(
-            source, n_clusters=_clusters_for(-(-n // tile)), spherical=metric != "euclidean"
+            source,
+            n_clusters=_clusters_for(-(-n // tile)),
+            spherical=metric != "euclidean",
+            run=panel,
         )
         scores, candidates = _panel_search(PermutedRows(source, order), search, panel_rows=panel)
         scores, candidates = _in_input_order(scores, candidates, order)
         found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
     else:
-        scores, candidates = _panel_search(source, search, panel_rows=panel)
+        scores, candidates = _panel_search(source, search, panel_rows=_panel_rows(n, panel, tile))
         found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
     if found.indices.device != result_device:
         found = Neighbors(
@@ -228,12 +233,8 @@ def _tile_size(memory_budget_bytes: int, *, precision: Precision) -> int:
 def _panel_search(
     source: RowSource, settings: SearchSettings, *, panel_rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Search all pairs of panels of `panel_rows` rows; a single panel when it is all of them."""
+    """Search all pairs of panels of `panel_rows` rows (see `_panel_rows`)."""
     n = source.n
-    if panel_rows >= n:
-        panel_rows = padded(n)
-    else:
-        panel_rows = max(settings.tile, panel_rows // settings.tile * settings.tile)
     starts = list(range(0, n, panel_rows))
     best = TopK.empty(padded(n), settings.n_candidates, source.device)
     sizes = [min(panel_rows, padded(n) - start) for start in starts]
@@ -253,6 +254,12 @@ def _panel_search(
                 cols_best = best.rows(starts[q], starts[q] + sizes[q])
                 search_pair(rows, rows_best, cols, cols_best, settings, scratch, bar.update)
     return best.scores[:n], best.indices[:n]
+
+
+def _panel_rows(n: int, most: int, tile: int) -> int:
+    """Rows a panel holds: all of them (padded) when they fit in `most`, else a multiple of
+    the tile side."""
+    return padded(n) if most >= n else max(tile, most // tile * tile)
 
 
 def _clusters_for(tiles: int) -> int:
