@@ -44,8 +44,11 @@ def locality_order(
     """
     n_clusters = max(1, min(n_clusters, source.n))
     sample_size = min(source.n, n_clusters * _SAMPLE_PER_CLUSTER)
-    sample = _prepared(source.take(_evenly_spaced(source.n, sample_size, source.device)), spherical)
-    centres = sample[_evenly_spaced(sample_size, n_clusters, source.device)]
+    # The rounds run on the CPU whatever the device: CUDA's index_add_ sums in no fixed
+    # order, and the same rows must give the same order (it decides among tied neighbours).
+    chosen = _evenly_spaced(source.n, sample_size, source.device)
+    sample = _prepared(source.take(chosen).cpu(), spherical)
+    centres = sample[_evenly_spaced(sample_size, n_clusters, torch.device("cpu"))]
     for _ in range(_ROUNDS):
         labels = _nearest(sample, centres, spherical)
         sums = torch.zeros_like(centres).index_add_(0, labels, sample)
@@ -55,12 +58,14 @@ def locality_order(
         centres[filled] = sums[filled] / counts[filled, None]
         if spherical:
             centres = torch.nn.functional.normalize(centres, dim=1)
+    rank = _chain(centres, spherical).to(source.device)
+    centres = centres.to(source.device)
     labels = torch.empty(source.n, dtype=torch.int64, device=source.device)
     for start in range(0, source.n, _BLOCK_ROWS):
         stop = min(source.n, start + _BLOCK_ROWS)
         rows = _prepared(source.block(start, stop), spherical)
         labels[start:stop] = _nearest(rows, centres, spherical)
-    key = _chain(centres.cpu(), spherical).to(source.device)[labels]
+    key = rank[labels]
     if run is not None and run < source.n:
         key += torch.arange(source.n, device=source.device).div(run, rounding_mode="floor") * (
             n_clusters
