@@ -223,25 +223,17 @@ def search_pair(
             product.sub_(other.half_sq_norms[c0:c1])
         row_groups = _update(rows_best.scores, rows_best.indices, product, r0, other.offset + c0, k)
         transposed_best = (rows_best if i != j else None) if same else cols_best
-        if transposed_best is None:
-            pass
-        elif other.half_sq_norms is not None and rows.half_sq_norms is not None:
-            # Columns as queries, the rows as candidates: euclidean scores subtract the
-            # rows' norms instead of the columns'.
-            product.add_(other.half_sq_norms[c0:c1]).sub_(rows.half_sq_norms[r0:r1, None])
-            _update(
-                transposed_best.scores, transposed_best.indices, product.T, c0, rows.offset + r0, k
-            )
-        else:
-            _update_columns(
-                transposed_best.scores,
-                transposed_best.indices,
-                product,
-                row_groups,
-                c0,
-                rows.offset + r0,
-                k,
-            )
+        if transposed_best is not None:
+            # Columns as queries, the rows as candidates.
+            best_scores, best_indices = transposed_best.scores, transposed_best.indices
+            if other.half_sq_norms is not None and rows.half_sq_norms is not None:
+                # Euclidean scores subtract the rows' norms instead of the columns'.
+                product.add_(other.half_sq_norms[c0:c1]).sub_(rows.half_sq_norms[r0:r1, None])
+                _update(best_scores, best_indices, product.T, c0, rows.offset + r0, k)
+            else:
+                _update_columns(
+                    best_scores, best_indices, product, row_groups, c0, rows.offset + r0, k
+                )
         tick()
 
 

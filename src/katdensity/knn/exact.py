@@ -169,22 +169,23 @@ def search_rows(
         from katdensity.knn.distributed import ring_search
 
         found = ring_search(source, search, k=k, metric=metric)
-    elif n > tile:
-        # Several tiles: search the rows in an order that puts neighbours in the same or
-        # nearby tiles, where the group filter prunes sooner. Rows move only within their
-        # panel, so a streamed file is still read one contiguous range at a time.
-        panel = _panel_rows(n, panel, tile)
-        order = locality_order(
-            source,
-            n_clusters=_clusters_for(-(-n // tile)),
-            spherical=metric != "euclidean",
-            run=panel,
-        )
-        scores, candidates = _panel_search(PermutedRows(source, order), search, panel_rows=panel)
-        scores, candidates = _in_input_order(scores, candidates, order)
-        found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
     else:
-        scores, candidates = _panel_search(source, search, panel_rows=_panel_rows(n, panel, tile))
+        panel = _panel_rows(n, panel, tile)
+        order = None
+        if n > tile:
+            # Several tiles: search the rows in an order that puts neighbours in the same or
+            # nearby tiles, where the group filter prunes sooner. Rows move only within their
+            # panel, so a streamed file is still read one contiguous range at a time.
+            order = locality_order(
+                source,
+                n_clusters=_clusters_for(-(-n // tile)),
+                spherical=metric != "euclidean",
+                run=panel,
+            )
+        searched = source if order is None else PermutedRows(source, order)
+        scores, candidates = _panel_search(searched, search, panel_rows=panel)
+        if order is not None:
+            scores, candidates = _in_input_order(scores, candidates, order)
         found = finish(source, 0, scores, candidates, k=k, metric=metric, settings=search)
     if found.indices.device != result_device:
         found = Neighbors(
